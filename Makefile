@@ -1,0 +1,44 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+
+.PHONY: install demo test unit integration lint typecheck bench clean dev-up dev-down
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/rankflow demo
+
+dev-up: install
+	$(BIN)/rankflow dev up
+
+dev-down: install
+	$(BIN)/rankflow dev down
+
+lint: install
+	$(BIN)/ruff check streams schemas tests bench
+	$(BIN)/mypy streams schemas
+
+unit: install
+	$(BIN)/pytest -m "not integration"
+
+integration: install
+	$(BIN)/rankflow dev up
+	$(BIN)/pytest -m integration
+
+test: install lint
+	$(BIN)/rankflow dev up
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/rankflow dev up
+	$(PY) bench/replay.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,302 @@
+"""Apply a batch of Kafka records to account and partition state: the functional core.
+
+No broker, no Redis: `BatchAggregator.process` takes records (anything with topic,
+partition, offset, timestamp, key, value, headers) and returns what the shell must
+send and write. Each account is touched at most once per batch however many events
+it had, which is what makes the worker fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from schemas.events import EventBase, EventKind, Profile
+from streams.dedup import RecentEventIds, Segment, source_ref, unpack_ref
+from streams.ingest import Rejected, Tombstone, dead_letter, parse_event, parse_profile
+from streams.ingest import partition_for as default_partition_for
+from streams.state import (
+    KIND_SLOTS,
+    SLOT_ACCOUNTS,
+    SLOT_REKEYED,
+    AccountProfile,
+    AccountState,
+    PartitionHeader,
+)
+from streams.topics import Topics
+from streams.windows import FixedWindows
+
+KIND_HEADER = "rf-kind"
+ORIGIN_HEADER = "rf-origin"
+PROFILE_KIND = "profile"
+
+
+class SourceRecord(Protocol):
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """A message the batch must send before its state is written."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(slots=True)
+class PartitionRuntime:
+    """Live state of one owned partition, rebuilt from the changelog on assignment."""
+
+    header: PartitionHeader
+    recent: RecentEventIds
+    #: campaign -> window -> [views, likes, uploads, distinct accounts]
+    campaigns: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    members: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class BatchResult:
+    outbound: list[Outbound] = field(default_factory=list)
+    #: accounts whose state changed or whose events were replayed (Redis must be rewritten)
+    accounts: dict[str, AccountState] = field(default_factory=dict)
+    #: accounts that received a profile or tombstone in this batch
+    profiles: set[str] = field(default_factory=set)
+    #: partition -> campaigns touched
+    campaigns: dict[int, set[str]] = field(default_factory=dict)
+    partitions: set[int] = field(default_factory=set)
+    counted: int = 0
+    dead_lettered: int = 0
+
+
+def new_runtime(partition: int, recent: RecentEventIds) -> PartitionRuntime:
+    return PartitionRuntime(PartitionHeader(partition), recent)
+
+
+def restore_runtime(
+    partition: int,
+    recent: RecentEventIds,
+    segments: Iterable[tuple[Segment, PartitionHeader | None]],
+    accounts: Iterable[AccountState],
+) -> PartitionRuntime:
+    """Rebuild a partition's runtime from its changelog records."""
+    header = PartitionHeader(partition)
+    newest = -1
+    kept = []
+    for segment, seg_header in segments:
+        kept.append(segment)
+        if seg_header is not None and segment.seq > newest:
+            header, newest = seg_header, segment.seq
+    header.seq = max([0, *(s.seq + 1 for s in kept)])
+    recent.restore(kept)
+    runtime = PartitionRuntime(header, recent)
+    for state in accounts:
+        runtime.members.add(state.account_id)
+        for campaign, windows in state.campaigns.items():
+            totals = runtime.campaigns.setdefault(campaign, {})
+            for window, metrics in windows.items():
+                sums = totals.setdefault(window, [0, 0, 0, 0])
+                for i in range(3):
+                    sums[i] += metrics[i]
+                sums[3] += 1
+    return runtime
+
+
+class BatchAggregator:
+    """Turns record batches into state changes; owns no I/O."""
+
+    def __init__(
+        self,
+        topics: Topics,
+        windows: FixedWindows,
+        partitions: int,
+        accounts: MutableMapping[str, AccountState],
+        runtimes: Mapping[int, PartitionRuntime],
+        check_future: bool,
+    ) -> None:
+        self.topics = topics
+        self.windows = windows
+        self.n_partitions = partitions
+        self.accounts = accounts
+        self.runtimes = runtimes
+        self.check_future = check_future
+        self._slots = topics.slot_of()
+
+    def process(self, records: Mapping[Any, Sequence[SourceRecord]]) -> BatchResult:
+        result = BatchResult()
+        for batch in records.values():
+            if batch:
+                self._process_partition(batch, result)
+        return result
+
+    def _process_partition(self, batch: Sequence[SourceRecord], result: BatchResult) -> None:
+        first = batch[0]
+        slot, kind = self._slots[first.topic]
+        partition = first.partition
+        runtime = self.runtimes[partition]
+        header = runtime.header
+        watermark = header.watermarks[slot]
+        result.partitions.add(partition)
+        for record in batch:
+            offset = record.offset
+            fresh = offset > watermark
+            if slot == SLOT_ACCOUNTS:
+                self._profile(record, fresh, runtime, result)
+            else:
+                self._event(record, slot, kind, fresh, runtime, result)
+        header.watermarks[slot] = max(watermark, batch[-1].offset)
+
+    def _reject(self, record: SourceRecord, reason: str, fresh: bool, header: PartitionHeader,
+                result: BatchResult, origin: tuple[str, int, int] | None = None) -> None:
+        if not fresh:
+            return
+        topic, partition, offset = origin or (record.topic, record.partition, record.offset)
+        result.outbound.append(Outbound(
+            self.topics.dlq, record.key,
+            dead_letter(reason, topic, partition, offset, record.value),
+        ))
+        header.dlq += 1
+        result.dead_lettered += 1
+
+    def _state(self, account_id: str, partition: int, runtime: PartitionRuntime,
+               result: BatchResult) -> AccountState:
+        state = result.accounts.get(account_id)
+        if state is None:
+            state = self.accounts.get(account_id)
+            if state is None:
+                state = self.accounts[account_id] = AccountState(account_id, partition)
+                runtime.members.add(account_id)
+            result.accounts[account_id] = state
+        return state
+
+    def _misplaced(self, account_id: str, partition: int) -> bool:
+        return default_partition_for(account_id, self.n_partitions) != partition
+
+    @staticmethod
+    def _rekey_headers(record: SourceRecord) -> tuple[str | None, tuple[str, int, int] | None]:
+        kind = origin = None
+        for name, value in record.headers or ():
+            if name == KIND_HEADER:
+                kind = value.decode(errors="replace")
+            elif name == ORIGIN_HEADER:
+                topic, partition, offset = value.decode().rsplit(":", 2)
+                origin = (topic, int(partition), int(offset))
+        return kind, origin
+
+    def _event(self, record: SourceRecord, slot: int, kind: EventKind | None, fresh: bool,
+               runtime: PartitionRuntime, result: BatchResult) -> None:
+        header = runtime.header
+        origin = None
+        if slot == SLOT_REKEYED:
+            rekeyed_kind, origin = self._rekey_headers(record)
+            if rekeyed_kind == PROFILE_KIND:
+                self._profile(record, fresh, runtime, result, origin)
+                return
+            if rekeyed_kind not in KIND_SLOTS:
+                self._reject(record, f"re-keyed message without a valid {KIND_HEADER} header",
+                             fresh, header, result)
+                return
+            kind = rekeyed_kind  # type: ignore[assignment]
+        assert kind is not None
+        produced = record.timestamp if self.check_future else None
+        event = parse_event(kind, record.key, record.value, produced)
+        if isinstance(event, Rejected):
+            self._reject(record, event.reason, fresh, header, result, origin)
+        elif self._placed(record, event.account_id, kind, slot, fresh, runtime, result, origin):
+            self._count(record, event, kind, slot, fresh, runtime, result, origin)
+
+    def _placed(self, record: SourceRecord, account_id: str, kind: str, slot: int, fresh: bool,
+                runtime: PartitionRuntime, result: BatchResult,
+                origin: tuple[str, int, int] | None) -> bool:
+        """True when the message sits where its account lives; else re-key or reject it."""
+        partition = record.partition
+        if record.key is not None and not self._misplaced(account_id, partition):
+            return True
+        if slot == SLOT_REKEYED:
+            self._reject(record, "re-keyed message landed on the wrong partition "
+                         "(do the topics' partition counts differ?)",
+                         fresh, runtime.header, result, origin)
+        elif fresh:
+            coordinates = f"{record.topic}:{partition}:{record.offset}"
+            result.outbound.append(Outbound(
+                self.topics.rekeyed, account_id.encode(), record.value,
+                ((KIND_HEADER, kind.encode()), (ORIGIN_HEADER, coordinates.encode())),
+            ))
+        return False
+
+    def _count(self, record: SourceRecord, event: EventBase, kind: EventKind, slot: int,
+               fresh: bool, runtime: PartitionRuntime, result: BatchResult,
+               origin: tuple[str, int, int] | None) -> None:
+        header = runtime.header
+        offset = record.offset
+        ref = source_ref(slot, offset)
+        seen = runtime.recent.first_seen(event.event_id)
+        if seen is not None and seen != ref:
+            first_slot, first_offset = unpack_ref(seen)
+            reason = (f"duplicate event_id {event.event_id!r}: first counted from "
+                      f"{self.topics.sources[first_slot]} partition {header.partition} "
+                      f"offset {first_offset}")
+            self._reject(record, reason, fresh, header, result, origin)
+            return
+        if seen is None:
+            runtime.recent.add(event.event_id, ref)
+        state = self._state(event.account_id, header.partition, runtime, result)
+        if fresh:
+            header.events += 1
+            result.counted += 1
+            if event.ts > header.clock:
+                header.clock = event.ts
+        if offset <= state.applied[slot]:
+            return
+        state.applied[slot] = offset
+        windows = self.windows.containing(event.ts)
+        campaign = event.campaign
+        count: int = event.count  # type: ignore[attr-defined]
+        joined = state.add(kind, count, windows, campaign)
+        if campaign is not None:
+            self._campaign_totals(runtime, campaign, kind, count, windows, joined)
+            result.campaigns.setdefault(header.partition, set()).add(campaign)
+
+    @staticmethod
+    def _campaign_totals(runtime: PartitionRuntime, campaign: str, kind: str, count: int,
+                         windows: tuple[str, ...], joined: list[str]) -> None:
+        totals = runtime.campaigns.setdefault(campaign, {})
+        slot = {"view": 0, "like": 1, "upload": 2}.get(kind)
+        for window in windows:
+            sums = totals.get(window)
+            if sums is None:
+                sums = totals[window] = [0, 0, 0, 0]
+            if slot is not None:
+                sums[slot] += count
+            if window in joined:
+                sums[3] += 1
+
+    def _profile(self, record: SourceRecord, fresh: bool, runtime: PartitionRuntime,
+                 result: BatchResult, origin: tuple[str, int, int] | None = None) -> None:
+        parsed = parse_profile(record.key, record.value)
+        if isinstance(parsed, Rejected):
+            self._reject(record, parsed.reason, fresh, runtime.header, result, origin)
+            return
+        slot = SLOT_REKEYED if origin is not None else SLOT_ACCOUNTS
+        if not self._placed(record, parsed.account_id, PROFILE_KIND, slot, fresh, runtime,
+                            result, origin):
+            return
+        state = self._state(parsed.account_id, record.partition, runtime, result)
+        result.profiles.add(parsed.account_id)
+        if record.offset <= state.applied[slot]:
+            return
+        state.applied[slot] = record.offset
+        state.profile_seen = True
+        if isinstance(parsed, Tombstone):
+            state.profile = None
+        else:
+            assert isinstance(parsed, Profile)
+            state.profile = AccountProfile(parsed.name, parsed.category, parsed.fans)

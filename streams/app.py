@@ -1,0 +1,146 @@
+"""The faust app: broker, tables and topics, wired from settings. Wiring only.
+
+* The broker URL uses the `rankflow://` scheme: faust's aiokafka transport with batch
+  delivery (streams/transport.py).
+* Two changelog-backed tables hold the state: `account-state` (one record per account)
+  and `partition-state` (dedup segments, each carrying the partition's counters and
+  watermarks). Records are written with an explicit partition, the partition of the
+  source records, so state partitions exactly like the input topics.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, ClassVar
+
+import faust
+from faust.serializers import codecs
+from faust.types import TableT
+
+from streams.aggregate import Topics
+from streams.settings import Settings
+from streams.state import AccountState, decode_segment
+from streams.transport import BatchTopic
+
+ACCOUNT_TABLE = "account-state"
+PARTITION_TABLE = "partition-state"
+
+
+class Utf8Codec(codecs.Codec):
+    """Keys as text: bytes <-> str, nothing else (no JSON quoting)."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return obj.encode() if isinstance(obj, str) else bytes(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return s.decode()
+
+
+class AccountStateCodec(codecs.Codec):
+    def _dumps(self, obj: Any) -> bytes:
+        return obj.encode() if isinstance(obj, AccountState) else bytes(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return AccountState.decode(s)
+
+
+class SegmentCodec(codecs.Codec):
+    """Dedup segments with their partition header: (partition, Segment, header)."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return bytes(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return decode_segment(s)
+
+
+codecs.register("rankflow-utf8", Utf8Codec())
+codecs.register("rankflow-account", AccountStateCodec())
+codecs.register("rankflow-segment", SegmentCodec())
+
+
+class CodecType:
+    """A table key/value type that only names its codec.
+
+    faust tables take their changelog codec from `type._options.serializer` and build
+    values with `type.from_data`; this is that, and nothing else. (A plain `str` key
+    type would be JSON-encoded: `b'"acct"'`, which partitions unlike the source key.)
+    """
+
+    _options: ClassVar[SimpleNamespace]
+
+    @classmethod
+    def from_data(cls, data: Any, preferred_type: Any = None) -> Any:
+        return data
+
+
+def codec_type(codec: str) -> type[CodecType]:
+    return type(f"Codec[{codec}]", (CodecType,), {"_options": SimpleNamespace(serializer=codec)})
+
+
+class RankflowTopic(BatchTopic, faust.Topic):
+    """An input topic whose records reach the worker as batches."""
+
+
+@dataclass(frozen=True)
+class Wiring:
+    app: faust.App
+    topics: Topics
+    sources: RankflowTopic
+    accounts: TableT
+    partitions: TableT
+
+
+def create_app(settings: Settings) -> Wiring:
+    """Build the faust app for these settings (nothing connects until it starts)."""
+    app = faust.App(
+        settings.app_id,
+        broker=[f"rankflow://{server}" for server in settings.bootstrap_servers],
+        store="memory://",
+        web_enabled=False,
+        autodiscover=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout,
+        broker_rebalance_timeout=settings.rebalance_timeout,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
+        broker_commit_every=settings.batch_max_records,
+        broker_commit_interval=1.0,
+        broker_max_poll_records=settings.batch_max_records,
+        consumer_max_fetch_size=4 * 1024 * 1024,
+        table_standby_replicas=0,
+        producer_acks=-1,
+        producer_linger_ms=2,
+        producer_max_request_size=4 * 1024 * 1024,
+        stream_wait_empty=True,
+        logging_config=None,
+    )
+    topics = Topics(settings.topic_prefix, settings.app_id)
+    sources = RankflowTopic(
+        app,
+        topics=list(topics.sources),
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    app.topics.add(sources)
+    accounts = app.Table(
+        ACCOUNT_TABLE,
+        key_type=codec_type("rankflow-utf8"),
+        value_type=codec_type("rankflow-account"),
+        partitions=settings.partitions,
+        recovery_buffer_size=10_000,
+    )
+    partitions = app.Table(
+        PARTITION_TABLE,
+        key_type=codec_type("rankflow-utf8"),
+        value_type=codec_type("rankflow-segment"),
+        partitions=settings.partitions,
+    )
+    logging.getLogger("faust").setLevel(logging.WARNING if settings.log_level == "info"
+                                        else settings.log_level.upper())
+    return Wiring(app, topics, sources, accounts, partitions)

@@ -1,0 +1,160 @@
+"""Per-account and per-partition state, and how each is kept in a changelog record.
+
+Exactness rests on two invariants, both held by records that are written whole:
+
+* an `AccountState` names, per source topic, the last offset already applied to it
+  (`applied`); a replayed message at or below it changes nothing;
+* a `PartitionHeader` (carried by the newest dedup segment of the partition) names, per
+  source topic, the last offset already counted, dead-lettered or re-keyed
+  (`watermarks`); a replayed message at or below it sends nothing again.
+
+So a crash at any point between two changelog writes loses nothing and counts nothing
+twice, whatever the order in which the records reached the broker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+from streams.dedup import Segment
+
+UNKNOWN_CATEGORY = "unknown"
+
+#: Source topic slots, also used in dedup source refs.
+SLOT_VIEW, SLOT_LIKE, SLOT_FOLLOW, SLOT_UPLOAD, SLOT_ACCOUNTS, SLOT_REKEYED = range(6)
+N_SLOTS = 6
+KIND_SLOTS = {"view": SLOT_VIEW, "like": SLOT_LIKE, "follow": SLOT_FOLLOW, "upload": SLOT_UPLOAD}
+
+#: Positions in a metrics list: [views, likes, uploads, events].
+VIEWS, LIKES, UPLOADS, EVENTS = range(4)
+METRIC_OF_KIND = {"view": VIEWS, "like": LIKES, "upload": UPLOADS}
+
+
+def empty_metrics() -> list[int]:
+    return [0, 0, 0, 0]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountProfile:
+    name: str
+    category: str
+    fans: int
+
+
+@dataclass(slots=True)
+class AccountState:
+    """Everything rankflow knows of one account; one changelog record."""
+
+    account_id: str
+    partition: int
+    profile: AccountProfile | None = None
+    #: True once a profile or a tombstone arrived; a tombstone leaves profile None.
+    profile_seen: bool = False
+    follows: int = 0
+    #: window id -> [views, likes, uploads, events]
+    totals: dict[str, list[int]] = field(default_factory=dict)
+    #: campaign -> window id -> [views, likes, uploads, events]
+    campaigns: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    applied: list[int] = field(default_factory=lambda: [-1] * N_SLOTS)
+
+    @property
+    def listed(self) -> bool:
+        """Stands on boards: has a profile, or never had one (a tombstone takes it off)."""
+        return self.profile is not None or not self.profile_seen
+
+    @property
+    def category(self) -> str:
+        return self.profile.category if self.profile else UNKNOWN_CATEGORY
+
+    @property
+    def fans(self) -> int:
+        return (self.profile.fans if self.profile else 0) + self.follows
+
+    def metrics(self, window: str) -> list[int]:
+        return self.totals.get(window) or empty_metrics()
+
+    def add(self, kind: str, count: int, windows: tuple[str, ...], campaign: str | None
+            ) -> list[str]:
+        """Count one event in the given windows (and its campaign's).
+
+        Returns the windows in which the account has just joined the campaign.
+        """
+        if kind == "follow":
+            self.follows += count
+        slot = METRIC_OF_KIND.get(kind)
+        joined: list[str] = []
+        targets = [(self.totals, False)]
+        if campaign is not None:
+            targets.append((self.campaigns.setdefault(campaign, {}), True))
+        for sums, is_campaign in targets:
+            for window in windows:
+                metrics = sums.get(window)
+                if metrics is None:
+                    metrics = sums[window] = empty_metrics()
+                    if is_campaign:
+                        joined.append(window)
+                if slot is not None:
+                    metrics[slot] += count
+                metrics[EVENTS] += 1
+        return joined
+
+    def encode(self) -> bytes:
+        profile = self.profile
+        return orjson.dumps([
+            1,
+            self.account_id,
+            self.partition,
+            [profile.name, profile.category, profile.fans] if profile else None,
+            self.profile_seen,
+            self.follows,
+            self.totals,
+            self.campaigns,
+            self.applied,
+        ])
+
+    @classmethod
+    def decode(cls, data: bytes) -> AccountState:
+        (_v, account_id, partition, profile, seen, follows, totals, campaigns,
+         applied) = orjson.loads(data)
+        return cls(account_id, partition, AccountProfile(*profile) if profile else None,
+                   seen, follows, totals, campaigns, applied)
+
+
+@dataclass(slots=True)
+class PartitionHeader:
+    """Counters and watermarks of one partition (all co-partitioned topics together)."""
+
+    partition: int
+    watermarks: list[int] = field(default_factory=lambda: [-1] * N_SLOTS)
+    events: int = 0
+    dlq: int = 0
+    clock: int = 0
+    seq: int = 0
+
+    def to_list(self) -> list[object]:
+        return [self.watermarks, self.events, self.dlq, self.clock, self.seq]
+
+
+def segment_key(partition: int, seq: int) -> bytes:
+    return b"%d:%012d" % (partition, seq)
+
+
+def encode_segment(partition: int, segment: Segment, header: PartitionHeader | None) -> bytes:
+    """`{partition}|[...]`: the partition leads, so the record decodes on its own."""
+    return b"%d|" % partition + orjson.dumps([
+        1, segment.seq, segment.wall_ms, segment.end_total, segment.ids,
+        header.to_list() if header else None,
+    ])
+
+
+def decode_segment(data: bytes) -> tuple[int, Segment, PartitionHeader | None]:
+    partition_text, _, body = data.partition(b"|")
+    partition = int(partition_text)
+    _v, seq, wall_ms, end_total, ids, header = orjson.loads(body)
+    segment = Segment(seq, wall_ms, [(i, r) for i, r in ids], end_total)
+    if header is None:
+        return partition, segment, None
+    watermarks, events, dlq, clock, hseq = header
+    return partition, segment, PartitionHeader(partition, watermarks, events, dlq, clock, hseq)

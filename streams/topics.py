@@ -1,0 +1,86 @@
+"""Topic names (contract §1, behind RANKFLOW_TOPIC_PREFIX) and their idempotent creation."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from schemas.events import EVENT_KINDS, EventKind
+from streams.state import KIND_SLOTS, SLOT_ACCOUNTS, SLOT_REKEYED
+
+log = logging.getLogger(__name__)
+
+
+class TopicLayoutError(SystemExit):
+    """Existing topics that cannot be co-partitioned as configured."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The topic names a worker reads and writes (contract §1, with the topic prefix)."""
+
+    prefix: str = ""
+    app_id: str = "rankflow"
+
+    def event(self, kind: EventKind) -> str:
+        return f"{self.prefix}events.{kind}"
+
+    @property
+    def accounts(self) -> str:
+        return f"{self.prefix}accounts"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}events.dlq"
+
+    @property
+    def rekeyed(self) -> str:
+        return f"{self.prefix}{self.app_id}-events-rekeyed"
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return (*(self.event(k) for k in EVENT_KINDS), self.accounts, self.rekeyed)
+
+    def slot_of(self) -> dict[str, tuple[int, EventKind | None]]:
+        slots: dict[str, tuple[int, EventKind | None]] = {
+            self.event(kind): (KIND_SLOTS[kind], kind) for kind in EVENT_KINDS
+        }
+        slots[self.accounts] = (SLOT_ACCOUNTS, None)
+        slots[self.rekeyed] = (SLOT_REKEYED, None)
+        return slots
+
+    def declarations(self, partitions: int) -> list[NewTopic]:
+        """Every topic of §1, plus the internal re-keying topic, co-partitioned."""
+        compacted = {"cleanup.policy": "compact"}
+        return [
+            NewTopic(name, partitions, 1, topic_configs=compacted if name == self.accounts else {})
+            for name in (*self.sources, self.dlq)
+        ]
+
+
+async def create_topics(bootstrap: list[str], topics: Topics, partitions: int) -> list[str]:
+    """Create the missing topics; returns the names created (empty when all exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics.declarations(partitions) if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                log.info("topics were created concurrently")
+        described = await admin.describe_topics(
+            [t.name for t in topics.declarations(partitions)])
+        wrong = {d["topic"]: len(d["partitions"]) for d in described
+                 if d.get("partitions") and len(d["partitions"]) != partitions}
+        if wrong:
+            raise TopicLayoutError(
+                f"topics must all have RANKFLOW_PARTITIONS={partitions} partitions "
+                f"(co-partitioned by account_id), but these differ: {wrong}")
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
