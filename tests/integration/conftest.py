@@ -1,0 +1,125 @@
+"""The real local stack (rankflow dev up), and a worker run as its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pytest
+import redis
+
+from streams.devstack import DevStack
+from streams.settings import Settings, load_settings
+from streams.topics import Topics, create_topics
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def stack() -> Settings:
+    settings = load_settings()
+    DevStack(settings).up()
+    return settings
+
+
+class Deployment:
+    """One isolated rankflow deployment: own topics, consumer group and Redis prefix."""
+
+    def __init__(self, settings: Settings, name: str, extra_env: dict[str, str]) -> None:
+        self.name = name
+        self.env = {
+            **os.environ,
+            "RANKFLOW_TOPIC_PREFIX": f"{name}.",
+            "RANKFLOW_APP_ID": name,
+            "RANKFLOW_PREFIX": f"{name}:",
+            "RANKFLOW_SESSION_TIMEOUT": "6",
+            "RANKFLOW_REBALANCE_TIMEOUT": "6",
+            **extra_env,
+        }
+        self.settings = Settings(**{k[9:].lower(): v for k, v in self.env.items()
+                                    if k.startswith("RANKFLOW_")})
+        self.topics = Topics(self.settings.topic_prefix, self.settings.app_id)
+        self.prefix = self.settings.prefix
+        self.redis = redis.Redis.from_url(self.settings.redis, decode_responses=True)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        ARTIFACTS.mkdir(exist_ok=True)
+        asyncio.run(create_topics(self.settings.bootstrap_servers, self.topics,
+                                  self.settings.partitions))
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        log = (ARTIFACTS / f"{self.name}-worker{len(self.workers)}.log").open("wb")
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        self.workers.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def produce(self, messages: Iterable, rate: float | None = None) -> int:
+        from streams.simulate import produce
+
+        listed = list(messages)
+        return asyncio.run(produce(self.settings.bootstrap_servers, self.topics, iter(listed),
+                                   len(listed), rate=rate, progress=False))
+
+    def meta(self) -> dict[str, str]:
+        return self.redis.hgetall(f"{self.prefix}meta")  # type: ignore[return-value]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            for proc in self.workers:
+                if proc.poll() not in (None, 0, -signal.SIGKILL, -signal.SIGTERM):
+                    raise AssertionError(f"a worker exited with {proc.returncode}: see "
+                                         f"{ARTIFACTS}")
+            time.sleep(0.2)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; meta={self.meta()}")
+
+    def wait_counted(self, events: int, dead: int, timeout: float = 120) -> None:
+        def done() -> bool:
+            meta = self.meta()
+            return int(meta.get("events", -1)) == events and int(meta.get("dlq", -1)) == dead
+        self.wait_for(done, timeout, f"{events} events and {dead} dead letters counted")
+
+    def close(self) -> None:
+        for proc in self.workers:
+            self.stop(proc)
+        keys = list(self.redis.scan_iter(f"{self.prefix}*", count=1000))
+        for start in range(0, len(keys), 1000):
+            self.redis.delete(*keys[start:start + 1000])
+
+
+@pytest.fixture
+def deploy(stack: Settings):
+    made: list[Deployment] = []
+
+    def make(**extra_env: str) -> Deployment:
+        deployment = Deployment(stack, f"t{uuid.uuid4().hex[:10]}", extra_env)
+        made.append(deployment)
+        return deployment
+
+    yield make
+    for deployment in made:
+        deployment.close()
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)

@@ -1,0 +1,35 @@
+"""Settings: defaults of contract §6, and bad values stop start-up naming the variable."""
+
+import pytest
+
+from streams.settings import Settings, SettingsError, load_settings, parse_periods
+
+
+def test_defaults(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for name in ("KAFKA", "REDIS", "PREFIX", "TOPIC_PREFIX", "APP_ID", "CLOCK", "PERIODS",
+                 "PARTITIONS", "API_PORT"):
+        monkeypatch.delenv(f"RANKFLOW_{name}", raising=False)
+    s = Settings()
+    assert (s.kafka, s.redis, s.prefix, s.topic_prefix, s.app_id, s.clock, s.periods,
+            s.partitions, s.api_port) == ("127.0.0.1:9092", "redis://127.0.0.1:6379/0", "rf:",
+                                          "", "rankflow", "wall", "", 8, 8080)
+
+
+@pytest.mark.parametrize("name,value", [
+    ("RANKFLOW_PARTITIONS", "zero"), ("RANKFLOW_PARTITIONS", "0"), ("RANKFLOW_CLOCK", "sun"),
+    ("RANKFLOW_KAFKA", "nohost"), ("RANKFLOW_REDIS", "http://x"),
+    ("RANKFLOW_PERIODS", "q1=2018-01-01"), ("RANKFLOW_PERIODS", "all=2018-01-01/2018-02-01"),
+    ("RANKFLOW_PERIODS", "q=2018-02-01/2018-01-01"), ("RANKFLOW_API_PORT", "70000"),
+])
+def test_bad_settings_name_the_variable(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert name in str(info.value)
+
+
+def test_periods_parse():
+    (q,) = parse_periods("2018q1q3=2018-01-01/2018-10-01")
+    assert q.name == "2018q1q3" and q.start_ms == 1514764800000 and q.end_ms == 1538352000000
+    assert q.days == 273
