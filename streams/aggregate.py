@@ -238,7 +238,14 @@ class BatchAggregator:
         header = runtime.header
         offset = record.offset
         ref = source_ref(slot, offset)
-        seen = runtime.recent.first_seen(event.event_id)
+        recent = runtime.recent
+        seen = recent.first_seen(event.event_id)
+        origin_key = None if origin is None else ":".join(map(str, origin))
+        if seen is not None and seen != ref and origin_key is not None \
+                and recent.origin_of(event.event_id) == origin_key:
+            # a second re-keyed copy of one source message (crash while re-keying)
+            self._state(event.account_id, header.partition, runtime, result)
+            return
         if seen is not None and seen != ref:
             first_slot, first_offset = unpack_ref(seen)
             reason = (f"duplicate event_id {event.event_id!r}: first counted from "
@@ -247,7 +254,7 @@ class BatchAggregator:
             self._reject(record, reason, fresh, header, result, origin)
             return
         if seen is None:
-            runtime.recent.add(event.event_id, ref)
+            recent.add(event.event_id, ref, origin_key)
         state = self._state(event.account_id, header.partition, runtime, result)
         if fresh:
             header.events += 1

@@ -2,6 +2,9 @@
 
 Each id remembers where it was first seen (`source_ref`: topic slot and offset), so a
 replay of that very message after a crash is told apart from a producer's duplicate.
+A re-keyed event also remembers its origin (topic:partition:offset before re-keying):
+a second re-keyed copy of the same origin, left by a crash between re-keying and
+saving state, is a replay too, not a producer's duplicate.
 An id is kept until it is both at least `min_events` ids old and `min_age_ms` old; a
 hard cap of `max_ids` bounds memory at very high rates (oldest segments go first).
 """
@@ -30,7 +33,8 @@ class Segment:
 
     seq: int
     wall_ms: int
-    ids: list[tuple[str, int]]
+    #: (event_id, source ref) or (event_id, source ref, origin) for re-keyed events
+    ids: list[tuple[str, int] | tuple[str, int, str]]
     end_total: int
 
 
@@ -40,7 +44,8 @@ class RecentEventIds:
     min_age_ms: int = 600_000
     max_ids: int = 1_000_000
     _refs: dict[str, int] = field(default_factory=dict)
-    _pending: list[tuple[str, int]] = field(default_factory=list)
+    _origins: dict[str, str] = field(default_factory=dict)
+    _pending: list[tuple[str, int] | tuple[str, int, str]] = field(default_factory=list)
     _segments: deque[Segment] = field(default_factory=deque)
     _total: int = 0
 
@@ -51,9 +56,17 @@ class RecentEventIds:
         """The source ref where this id was first seen, or None."""
         return self._refs.get(event_id)
 
-    def add(self, event_id: str, ref: int) -> None:
+    def origin_of(self, event_id: str) -> str | None:
+        """Where a re-keyed event came from, or None."""
+        return self._origins.get(event_id)
+
+    def add(self, event_id: str, ref: int, origin: str | None = None) -> None:
         self._refs[event_id] = ref
-        self._pending.append((event_id, ref))
+        if origin is None:
+            self._pending.append((event_id, ref))
+        else:
+            self._origins[event_id] = origin
+            self._pending.append((event_id, ref, origin))
         self._total += 1
 
     def seal(self, seq: int, wall_ms: int, max_ids: int) -> list[Segment]:
@@ -81,9 +94,10 @@ class RecentEventIds:
             if not (old_enough or len(self._refs) > self.max_ids) or len(self._segments) == 1:
                 break
             self._segments.popleft()
-            for event_id, ref in oldest.ids:
+            for event_id, ref, *_ in oldest.ids:
                 if self._refs.get(event_id) == ref:
                     del self._refs[event_id]
+                    self._origins.pop(event_id, None)
             dropped.append(oldest.seq)
         return dropped
 
@@ -91,6 +105,9 @@ class RecentEventIds:
         """Rebuild from the segments kept in the changelog (any order)."""
         for segment in sorted(segments, key=lambda s: s.seq):
             self._segments.append(segment)
-            for event_id, ref in segment.ids:
-                self._refs.setdefault(event_id, ref)
+            for event_id, ref, *origin in segment.ids:
+                if event_id not in self._refs:
+                    self._refs[event_id] = ref
+                    if origin:
+                        self._origins[event_id] = origin[0]
             self._total = max(self._total, segment.end_total)

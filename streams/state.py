@@ -153,7 +153,7 @@ def decode_segment(data: bytes) -> tuple[int, Segment, PartitionHeader | None]:
     partition_text, _, body = data.partition(b"|")
     partition = int(partition_text)
     _v, seq, wall_ms, end_total, ids, header = orjson.loads(body)
-    segment = Segment(seq, wall_ms, [(i, r) for i, r in ids], end_total)
+    segment = Segment(seq, wall_ms, [tuple(entry) for entry in ids], end_total)
     if header is None:
         return partition, segment, None
     watermarks, events, dlq, clock, hseq = header

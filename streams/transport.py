@@ -127,20 +127,31 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def _run_batch(self, conductor: BatchConductor, batch: dict[TP, Sequence[Any]]) -> None:
         generation = self.app.consumer_generation_id
-        self._in_flight = asyncio.ensure_future(conductor.on_batch(batch))
+        task = self._in_flight = asyncio.ensure_future(conductor.on_batch(batch))
         try:
-            await asyncio.shield(self._in_flight)
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The fetcher is stopping (rebalance or shutdown): finish the batch first,
+            # so nothing stops half-way and its offsets still become committable.
+            await asyncio.wait([task])
+            if not task.cancelled() and task.exception() is None:
+                self._mark_processed(batch, generation)
+            raise
         finally:
-            done, self._in_flight = self._in_flight, None
-        done.result()  # a failed batch stops the worker: skipping it would lose records
+            if task.done():
+                self._in_flight = None
+        task.result()  # a failed batch stops the worker: skipping it would lose records
+        self._mark_processed(batch, generation)
+        if self._commit_every is not None and self._n_processed >= self._commit_every:
+            self._n_processed = 0
+            await self.commit()
+
+    def _mark_processed(self, batch: dict[TP, Sequence[Any]], generation: int) -> None:
         for tp, recs in batch.items():
             nxt = recs[-1].offset + 1
             self._read_offset[tp] = nxt
             self._processed[tp] = (generation, nxt)
             self._n_processed += len(recs)
-        if self._commit_every is not None and self._n_processed >= self._commit_every:
-            self._n_processed = 0
-            await self.commit()
 
     def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
         yield from super()._filter_tps_with_pending_acks(topics)

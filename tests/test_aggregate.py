@@ -182,3 +182,26 @@ def test_state_records_round_trip_and_restore_the_runtime():
     assert restored.recent.first_seen("1") == runtime.recent.first_seen("1")
     assert restored.campaigns == runtime.campaigns
     assert restored.members == {"a"}
+
+
+def test_a_second_rekeyed_copy_of_one_source_message_is_a_replay_not_a_duplicate():
+    """A crash between re-keying and saving state re-keys the same message again."""
+    log, core = Log(), Core()
+    log.event("a", key=None, event_id="u1")
+    (out,) = core.feed(log).outbound
+    for _ in range(2):
+        log.append(out.topic, out.key, out.value, headers=list(out.headers))
+    result = core.feed(log)
+    assert result.counted == 1 and result.dead_lettered == 0
+    assert core.metrics("a") == [1, 0, 0]
+    # but a producer's duplicate of it, re-keyed from elsewhere, is dead-lettered
+    log.event("a", key=None, event_id="u1")
+    (again,) = core.feed(log).outbound
+    log.append(again.topic, again.key, again.value, headers=list(again.headers))
+    assert core.feed(log).dead_lettered == 1
+    p = partition_for("a", 4)
+    sealed = core.runtimes[p].recent.seal(0, NOW, 100)
+    (_, segment, _), = [decode_segment(encode_segment(p, s, None)) for s in sealed]
+    restored = RecentEventIds()
+    restored.restore([segment])
+    assert restored.origin_of("u1") == core.runtimes[p].recent.origin_of("u1") is not None
