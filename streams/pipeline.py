@@ -67,6 +67,8 @@ class BatchPipeline:
         self.writer = RedisBoardWriter(redis, RedisKeys(settings.prefix), self.windows)
         self.batches = 0
         self.events = 0
+        self.records = 0
+        self._reported = (time.monotonic(), 0, 0, 0)
 
     def install(self) -> None:
         """Become the conductor's batch handler; drop runtimes of revoked partitions."""
@@ -117,6 +119,20 @@ class BatchPipeline:
             result.partitions, clock, now_ms))
         self.batches += 1
         self.events += result.counted
+        self.records += sum(len(records) for records in batch.values())
+        self._report()
+
+    def _report(self, every: float = 10.0) -> None:
+        """Log throughput now and then: events/s, batches, records per batch."""
+        at, events, batches, records = self._reported
+        now = time.monotonic()
+        if now - at < every:
+            return
+        n_batches = self.batches - batches
+        log.info("%.0f events/s counted, %d batches of %.0f records on average, %d accounts",
+                 (self.events - events) / (now - at), n_batches,
+                 (self.records - records) / max(1, n_batches), len(self.accounts))
+        self._reported = (now, self.events, self.batches, self.records)
 
     def _changelog(self, result: BatchResult, now_ms: int) -> list[Message]:
         """The state records of a batch; also applies segment changes to the table."""
