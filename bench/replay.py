@@ -97,7 +97,8 @@ def main() -> int:
         "startup_seconds": round((first_seen or started) - started, 2),
         "rss_mb": round(rss, 1),
         "preload_seconds": round(preload_s, 1),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                   f"Python {platform.python_version()}",
     }
     print(json.dumps(results, indent=2))
     args.out.write_text(json.dumps(results, indent=2) + "\n")
