@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from schemas.events import EventBase, EventKind, Profile
+from streams.campaigns import CampaignTotals
 from streams.dedup import RecentEventIds, Segment, source_ref, unpack_ref
 from streams.ingest import Rejected, Tombstone, dead_letter, parse_event, parse_profile
 from streams.ingest import partition_for as default_partition_for
+from streams.scoring import account_view
 from streams.state import (
     KIND_SLOTS,
     SLOT_ACCOUNTS,
@@ -25,7 +27,7 @@ from streams.state import (
     PartitionHeader,
 )
 from streams.topics import Topics
-from streams.windows import FixedWindows
+from streams.windows import DecaySchedule, Windows
 
 KIND_HEADER = "rf-kind"
 ORIGIN_HEADER = "rf-origin"
@@ -58,8 +60,8 @@ class PartitionRuntime:
 
     header: PartitionHeader
     recent: RecentEventIds
-    #: campaign -> window -> [views, likes, uploads, distinct accounts]
-    campaigns: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    campaigns: CampaignTotals = field(default_factory=CampaignTotals)
+    schedule: DecaySchedule = field(default_factory=DecaySchedule)
     members: set[str] = field(default_factory=set)
 
 
@@ -70,8 +72,6 @@ class BatchResult:
     accounts: dict[str, AccountState] = field(default_factory=dict)
     #: accounts that received a profile or tombstone in this batch
     profiles: set[str] = field(default_factory=set)
-    #: partition -> campaigns touched
-    campaigns: dict[int, set[str]] = field(default_factory=dict)
     partitions: set[int] = field(default_factory=set)
     counted: int = 0
     dead_lettered: int = 0
@@ -86,6 +86,8 @@ def restore_runtime(
     recent: RecentEventIds,
     segments: Iterable[tuple[Segment, PartitionHeader | None]],
     accounts: Iterable[AccountState],
+    windows: Windows,
+    clock_ms: int,
 ) -> PartitionRuntime:
     """Rebuild a partition's runtime from its changelog records."""
     header = PartitionHeader(partition)
@@ -98,15 +100,12 @@ def restore_runtime(
     header.seq = max([0, *(s.seq + 1 for s in kept)])
     recent.restore(kept)
     runtime = PartitionRuntime(header, recent)
+    clock_ms = max(clock_ms, header.clock)
     for state in accounts:
         runtime.members.add(state.account_id)
-        for campaign, windows in state.campaigns.items():
-            totals = runtime.campaigns.setdefault(campaign, {})
-            for window, metrics in windows.items():
-                sums = totals.setdefault(window, [0, 0, 0, 0])
-                for i in range(3):
-                    sums[i] += metrics[i]
-                sums[3] += 1
+        runtime.schedule.add_all(state.due_times(clock_ms), state.account_id)
+        if state.campaigns:
+            runtime.campaigns.update(account_view(state, windows, clock_ms))
     return runtime
 
 
@@ -116,7 +115,7 @@ class BatchAggregator:
     def __init__(
         self,
         topics: Topics,
-        windows: FixedWindows,
+        windows: Windows,
         partitions: int,
         accounts: MutableMapping[str, AccountState],
         runtimes: Mapping[int, PartitionRuntime],
@@ -129,8 +128,12 @@ class BatchAggregator:
         self.runtimes = runtimes
         self.check_future = check_future
         self._slots = topics.slot_of()
+        self._clock = 0
 
-    def process(self, records: Mapping[Any, Sequence[SourceRecord]]) -> BatchResult:
+    def process(self, records: Mapping[Any, Sequence[SourceRecord]],
+                clock_ms: int) -> BatchResult:
+        """Apply a batch; `clock_ms` (the clock before it) decides which buckets to keep."""
+        self._clock = clock_ms
         result = BatchResult()
         for batch in records.values():
             if batch:
@@ -264,27 +267,12 @@ class BatchAggregator:
         if offset <= state.applied[slot]:
             return
         state.applied[slot] = offset
-        windows = self.windows.containing(event.ts)
-        campaign = event.campaign
         count: int = event.count  # type: ignore[attr-defined]
-        joined = state.add(kind, count, windows, campaign)
-        if campaign is not None:
-            self._campaign_totals(runtime, campaign, kind, count, windows, joined)
-            result.campaigns.setdefault(header.partition, set()).add(campaign)
-
-    @staticmethod
-    def _campaign_totals(runtime: PartitionRuntime, campaign: str, kind: str, count: int,
-                         windows: tuple[str, ...], joined: list[str]) -> None:
-        totals = runtime.campaigns.setdefault(campaign, {})
-        slot = {"view": 0, "like": 1, "upload": 2}.get(kind)
-        for window in windows:
-            sums = totals.get(window)
-            if sums is None:
-                sums = totals[window] = [0, 0, 0, 0]
-            if slot is not None:
-                sums[slot] += count
-            if window in joined:
-                sums[3] += 1
+        ts = event.ts
+        opened = state.add(kind, count, ts, self.windows.fixed_containing(ts), event.campaign,
+                           self._clock)
+        if opened:
+            runtime.schedule.add_all(opened, event.account_id)
 
     def _profile(self, record: SourceRecord, fresh: bool, runtime: PartitionRuntime,
                  result: BatchResult, origin: tuple[str, int, int] | None = None) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -35,52 +35,69 @@ from streams.aggregate import (
 )
 from streams.app import Wiring
 from streams.dedup import RecentEventIds
+from streams.scoring import account_view, scoring_config
 from streams.settings import Settings
 from streams.sink import RedisBoardWriter, RedisKeys
 from streams.state import AccountState, encode_segment, segment_key
 from streams.transport import BatchConductor, RecordBatch
-from streams.windows import FixedWindows
+from streams.windows import Windows
 
 log = logging.getLogger(__name__)
 
 #: ids per dedup segment record (keeps each record far below Kafka's 1 MB default)
 SEGMENT_IDS = 5_000
+#: seconds between decay ticks under the wall clock (boards decay within about this)
+DECAY_INTERVAL = 1.0
 T = TypeVar("T")
 #: (topic, key, value, partition, headers)
 Message = tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None]
 
 
 class BatchPipeline:
-    """Owns the live per-partition runtimes and drives one batch at a time."""
+    """Owns the live per-partition runtimes and drives one batch (or decay tick) at a time."""
 
     def __init__(self, wiring: Wiring, settings: Settings, redis: aioredis.Redis) -> None:
         self.wiring = wiring
         self.settings = settings
         self.app: faust.App = wiring.app
-        self.windows = FixedWindows(settings.named_periods)
+        self.windows = Windows(settings.named_periods)
+        self.scoring = scoring_config(settings)
+        self.event_clock = settings.clock == "event"
         self.runtimes: dict[int, PartitionRuntime] = {}
         self.accounts: Any = wiring.accounts.data
         self.aggregator = BatchAggregator(
             wiring.topics, self.windows, settings.partitions, self.accounts, self.runtimes,
-            check_future=settings.clock == "wall",
+            check_future=not self.event_clock,
         )
         self.writer = RedisBoardWriter(redis, RedisKeys(settings.prefix), self.windows)
+        self.lock = asyncio.Lock()
+        self._event_clock_ms = 0
         self.batches = 0
         self.events = 0
         self.records = 0
+        self.decayed = 0
         self._reported = (time.monotonic(), 0, 0, 0)
 
     def install(self) -> None:
-        """Become the conductor's batch handler; drop runtimes of revoked partitions."""
+        """Become the conductor's batch handler; decay on a timer; forget revoked partitions."""
         conductor = self.app.topics
         assert isinstance(conductor, BatchConductor)
         conductor.batch_handler = self
-
         self.app.on_partitions_revoked.connect(self._forget)  # type: ignore[arg-type]
+        if not self.event_clock:
+            self.app.timer(interval=DECAY_INTERVAL)(self._tick)
 
     async def _forget(self, app: Any, revoked: set[Any], **_: Any) -> None:
         for tp in revoked:
             self.runtimes.pop(tp.partition, None)
+
+    def clock(self) -> int:
+        """The wall clock, or the largest event time seen (never moving back)."""
+        if not self.event_clock:
+            return int(time.time() * 1000)
+        for runtime in self.runtimes.values():
+            self._event_clock_ms = max(self._event_clock_ms, runtime.header.clock)
+        return self._event_clock_ms
 
     def _recent(self) -> RecentEventIds:
         s = self.settings
@@ -96,31 +113,71 @@ class BatchPipeline:
         for state in self.accounts.values():
             if state.partition in accounts:
                 accounts[state.partition].append(state)
+        clock = self.clock()
         for p in partitions:
-            self.runtimes[p] = restore_runtime(p, self._recent(), segments[p], accounts[p])
+            self.runtimes[p] = restore_runtime(p, self._recent(), segments[p], accounts[p],
+                                               self.windows, clock)
             log.info("partition %d: %d accounts, %d events counted so far",
                      p, len(accounts[p]), self.runtimes[p].header.events)
 
     async def __call__(self, batch: RecordBatch) -> None:
-        missing = {tp.partition for tp in batch} - self.runtimes.keys()
-        if missing:
-            self._restore(missing)
-        result = self.aggregator.process(batch)
-        now_ms = int(time.time() * 1000)
-        outbound: list[Message] = [(o.topic, o.key, o.value, None, list(o.headers) or None)
-                                   for o in result.outbound]
-        changelog = self._changelog(result, now_ms)
-        await self._retrying("sending dead letters and re-keyed events",
-                             lambda: self._produce(outbound))
-        await self._retrying("writing the changelog", lambda: self._produce(changelog))
-        clock = None if self.settings.clock == "event" else now_ms
+        async with self.lock:
+            missing = {tp.partition for tp in batch} - self.runtimes.keys()
+            if missing:
+                self._restore(missing)
+            result = self.aggregator.process(batch, self.clock())
+            clock = self.clock()
+            now_ms = int(time.time() * 1000)
+            decayed = self._due(clock)
+            for state in result.accounts.values():
+                state.prune(clock)
+            outbound: list[Message] = [(o.topic, o.key, o.value, None, list(o.headers) or None)
+                                       for o in result.outbound]
+            changelog = self._changelog(result, now_ms)
+            await self._retrying("sending dead letters and re-keyed events",
+                                 lambda: self._produce(outbound))
+            await self._retrying("writing the changelog", lambda: self._produce(changelog))
+            states = {**decayed, **result.accounts}
+            partitions = result.partitions | {s.partition for s in decayed.values()}
+            await self._publish(states.values(), result.profiles, partitions, clock, now_ms)
+            self.batches += 1
+            self.events += result.counted
+            self.records += sum(len(records) for records in batch.values())
+            self._report()
+
+    async def _tick(self, *_: Any) -> None:
+        """Wall clock: re-score accounts whose buckets left a window, with no new event."""
+        async with self.lock:
+            if not self.runtimes:
+                return
+            clock = self.clock()
+            decayed = self._due(clock)
+            await self._publish(decayed.values(), set(), set(self.runtimes), clock, clock)
+
+    def _due(self, clock: int) -> dict[str, AccountState]:
+        """Accounts with a bucket that left a rolling window by `clock`, pruned."""
+        found: dict[str, AccountState] = {}
+        for runtime in self.runtimes.values():
+            for account_id in runtime.schedule.pop_due(clock):
+                state = self.accounts.get(account_id)
+                if state is not None:
+                    state.prune(clock)
+                    found[account_id] = state
+        self.decayed += len(found)
+        return found
+
+    async def _publish(self, states: Iterable[AccountState], profiles: set[str],
+                       partitions: Iterable[int], clock: int, now_ms: int) -> None:
+        """Score the accounts at `clock`, fold them into campaign totals, write Redis."""
+        views = [account_view(state, self.windows, clock, self.scoring) for state in states]
+        campaigns: dict[int, set[str]] = {}
+        for view in views:
+            changed = self.runtimes[view.partition].campaigns.update(view)
+            if changed:
+                campaigns.setdefault(view.partition, set()).update(changed)
+        partitions = list(partitions)
         await self._retrying("writing Redis", lambda: self.writer.write(
-            result.accounts.values(), result.profiles, self.runtimes, result.campaigns,
-            result.partitions, clock, now_ms))
-        self.batches += 1
-        self.events += result.counted
-        self.records += sum(len(records) for records in batch.values())
-        self._report()
+            views, profiles, self.runtimes, campaigns, partitions, clock, now_ms))
 
     def _report(self, every: float = 10.0) -> None:
         """Log throughput now and then: events/s, batches, records per batch."""
@@ -129,9 +186,9 @@ class BatchPipeline:
         if now - at < every:
             return
         n_batches = self.batches - batches
-        log.info("%.0f events/s counted, %d batches of %.0f records on average, %d accounts",
-                 (self.events - events) / (now - at), n_batches,
-                 (self.records - records) / max(1, n_batches), len(self.accounts))
+        log.info("%.0f events/s counted, %d batches of %.0f records on average, %d accounts, "
+                 "%d re-scored by decay", (self.events - events) / (now - at), n_batches,
+                 (self.records - records) / max(1, n_batches), len(self.accounts), self.decayed)
         self._reported = (now, self.events, self.batches, self.records)
 
     def _changelog(self, result: BatchResult, now_ms: int) -> list[Message]:

@@ -9,6 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from streams.settings import Settings
+from streams.state import AccountState
+from streams.windows import Windows
+
 
 @dataclass(frozen=True, slots=True)
 class ScoringConfig:
@@ -25,6 +29,12 @@ class ScoringConfig:
 
 
 DEFAULT_SCORING = ScoringConfig()
+
+
+def scoring_config(settings: Settings) -> ScoringConfig:
+    """The scoring of these settings (validated at start-up by `Settings`)."""
+    return ScoringConfig(**{name: getattr(settings, name)
+                            for name in ScoringConfig.__dataclass_fields__})
 
 
 def dimension_score(value: float, ceiling: float) -> float:
@@ -50,3 +60,41 @@ def influence_index(
         + config.weight_uploads * dimension_score(uploads, config.cap_uploads_per_day * days)
     )
     return round(score, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowScore:
+    views: int
+    likes: int
+    uploads: int
+    index: float
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    """What the boards show of one account at one clock: computed here, written as is."""
+
+    account_id: str
+    partition: int
+    listed: bool
+    category: str
+    name: str | None
+    fans: int
+    windows: dict[str, WindowScore]
+    #: campaign -> window -> [views, likes, uploads, events]
+    campaigns: dict[str, dict[str, list[int]]]
+
+
+def account_view(state: AccountState, windows: Windows, clock_ms: int,
+                 config: ScoringConfig = DEFAULT_SCORING) -> AccountView:
+    """Score an account in every window at this clock."""
+    fans = state.fans
+    scores = {}
+    for window in windows.ids:
+        views, likes, uploads, _ = state.counts.sums(window, clock_ms)
+        scores[window] = WindowScore(views, likes, uploads, influence_index(
+            views, likes, uploads, fans, windows.days(window), config))
+    campaigns = {name: {window: counts.sums(window, clock_ms) for window in windows.ids}
+                 for name, counts in state.campaigns.items()}
+    return AccountView(state.account_id, state.partition, state.listed, state.category,
+                       state.profile.name if state.profile else None, fans, scores, campaigns)

@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.events import ID_PATTERN
@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     partitions: int = Field(default=8, ge=1, le=1024)
     api_port: int = Field(default=8080, ge=1, le=65535)
 
+    # Scoring (contract §3 defaults): weights summing to 1, ceilings per day of window.
+    weight_views: float = Field(default=0.40, ge=0, le=1)
+    weight_likes: float = Field(default=0.25, ge=0, le=1)
+    weight_fans: float = Field(default=0.25, ge=0, le=1)
+    weight_uploads: float = Field(default=0.10, ge=0, le=1)
+    cap_views_per_day: float = Field(default=10_000_000, gt=0)
+    cap_likes_per_day: float = Field(default=500_000, gt=0)
+    cap_uploads_per_day: float = Field(default=20, gt=0)
+    cap_fans: float = Field(default=50_000_000, gt=0)
+
     # Tuning; the defaults suit one worker on a small machine.
     batch_max_records: int = Field(default=20_000, ge=1)
     dedup_min_events: int = Field(default=100_000, ge=0)
@@ -117,6 +127,15 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value
 
+    @model_validator(mode="after")
+    def _weights_sum_to_one(self) -> Settings:
+        total = self.weight_views + self.weight_likes + self.weight_fans + self.weight_uploads
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(
+                f"RANKFLOW_WEIGHT_VIEWS + _LIKES + _FANS + _UPLOADS must sum to 1 "
+                f"(the index stays on 0-1000), got {total:g}")
+        return self
+
     @property
     def bootstrap_servers(self) -> list[str]:
         return self.kafka.split(",")
@@ -133,7 +152,10 @@ class SettingsError(SystemExit):
 def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a rule across settings: its message names them
+            lines.append(err["msg"].removeprefix("Value error, "))
+            continue
+        field = str(err["loc"][0])
         lines.append(f"RANKFLOW_{field.upper()}: {err['msg']} (got {err.get('input')!r})")
     return "bad setting: " + "; ".join(lines)
 

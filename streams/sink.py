@@ -14,9 +14,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from streams.aggregate import PartitionRuntime
-from streams.scoring import DEFAULT_SCORING, ScoringConfig, influence_index
-from streams.state import LIKES, UPLOADS, VIEWS, AccountState
-from streams.windows import FixedWindows
+from streams.scoring import AccountView
+from streams.windows import VIEWS, Windows
 
 # KEYS[1]: per-partition parts hash, KEYS[2]: total hash. ARGV[1]: partition,
 # then field/value pairs. Sets the partition's share, then every total as the sum of
@@ -77,104 +76,88 @@ class RedisKeys:
 class RedisBoardWriter:
     """Rewrites the boards and hashes of changed accounts, campaigns and partitions."""
 
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        keys: RedisKeys,
-        windows: FixedWindows,
-        scoring: ScoringConfig = DEFAULT_SCORING,
-    ) -> None:
+    def __init__(self, client: aioredis.Redis, keys: RedisKeys, windows: Windows) -> None:
         self.client = client
         self.keys = keys
         self.windows = windows
-        self.scoring = scoring
         self._sum_parts = client.register_script(SUM_PARTS)
 
     async def write(
         self,
-        accounts: Iterable[AccountState],
+        views: list[AccountView],
         profiles: set[str],
         runtimes: Mapping[int, PartitionRuntime],
         campaigns: Mapping[int, set[str]],
         partitions: Iterable[int],
-        clock_ms: int | None,
+        clock_ms: int,
         now_ms: int,
     ) -> None:
         """One batch: accounts, then campaign totals, then `meta` (last: it says "done")."""
-        accounts = list(accounts)
-        listed_as = await self._listed_categories([a for a in accounts
-                                                   if a.account_id in profiles])
+        listed_as = await self._listed_categories([v for v in views if v.account_id in profiles])
         pipe = self.client.pipeline(transaction=False)
-        for state in accounts:
-            self._account(pipe, state, listed_as.get(state.account_id))
+        for view in views:
+            self._account(pipe, view, listed_as.get(view.account_id))
         for partition, names in campaigns.items():
-            runtime = runtimes[partition]
+            totals = runtimes[partition].campaigns.totals
             for campaign in names:
-                await self._campaign_totals(pipe, partition, campaign, runtime)
+                await self._campaign_totals(pipe, partition, campaign, totals.get(campaign, {}))
         for partition in partitions:
             header = runtimes[partition].header
-            clock = header.clock if clock_ms is None else clock_ms
             await self._sum_parts(keys=[self.keys.meta_parts, self.keys.meta], args=[
                 partition, "events", header.events, "dlq", header.dlq,
-                "max:clock", clock, "max:updated_at", now_ms,
+                "max:clock", clock_ms, "max:updated_at", now_ms,
             ], client=pipe)
         await pipe.execute()
 
-    async def _listed_categories(self, accounts: list[AccountState]) -> dict[str, str | None]:
+    async def _listed_categories(self, views: list[AccountView]) -> dict[str, str | None]:
         """The category each account is listed under in Redis now (before a move)."""
-        if not accounts:
+        if not views:
             return {}
         pipe = self.client.pipeline(transaction=False)
-        for state in accounts:
-            pipe.hget(self.keys.account(state.account_id), "category")
+        for view in views:
+            pipe.hget(self.keys.account(view.account_id), "category")
         found = await pipe.execute()
-        return {s.account_id: (c.decode() if c else None) for s, c in zip(accounts, found,
-                                                                           strict=True)}
+        return {v.account_id: (c.decode() if c else None)
+                for v, c in zip(views, found, strict=True)}
 
-    def _account(self, pipe: aioredis.client.Pipeline, state: AccountState,
+    def _account(self, pipe: aioredis.client.Pipeline, view: AccountView,
                  listed_as: str | None) -> None:
-        account_id = state.account_id
+        account_id = view.account_id
         keys = self.keys
-        category = state.category
-        fans = state.fans
-        fields: dict[str | bytes, bytes | str | int | float] = {"fans": fans}
-        if listed_as is not None and (listed_as != category or not state.listed):
+        category = view.category
+        fields: dict[str | bytes, bytes | str | int | float] = {"fans": view.fans}
+        if listed_as is not None and (listed_as != category or not view.listed):
             for window in self.windows.ids:
                 pipe.zrem(keys.board(window, f"cat:{listed_as}"), account_id)
-        for window in self.windows.ids:
-            metrics = state.metrics(window)
-            views, likes, uploads = metrics[VIEWS], metrics[LIKES], metrics[UPLOADS]
-            index = influence_index(views, likes, uploads, fans, self.windows.days(window),
-                                    self.scoring)
-            fields[f"{window}.views"] = views
-            fields[f"{window}.likes"] = likes
-            fields[f"{window}.uploads"] = uploads
-            fields[f"{window}.index"] = index
-            if state.listed:
-                pipe.zadd(keys.board(window, "all"), {account_id: index})
-                pipe.zadd(keys.board(window, f"cat:{category}"), {account_id: index})
+        for window, score in view.windows.items():
+            fields[f"{window}.views"] = score.views
+            fields[f"{window}.likes"] = score.likes
+            fields[f"{window}.uploads"] = score.uploads
+            fields[f"{window}.index"] = score.index
+            if view.listed:
+                pipe.zadd(keys.board(window, "all"), {account_id: score.index})
+                pipe.zadd(keys.board(window, f"cat:{category}"), {account_id: score.index})
             else:
                 pipe.zrem(keys.board(window, "all"), account_id)
-            for campaign, sums in state.campaigns.items():
+        for campaign, sums in view.campaigns.items():
+            for window, metrics in sums.items():
                 board = keys.board(window, f"campaign:{campaign}")
-                campaign_views = sums[window][VIEWS] if window in sums else 0
-                if state.listed and campaign_views > 0:
-                    pipe.zadd(board, {account_id: campaign_views})
+                if view.listed and metrics[VIEWS] > 0:
+                    pipe.zadd(board, {account_id: metrics[VIEWS]})
                 else:
                     pipe.zrem(board, account_id)
         account_key = keys.account(account_id)
-        if state.listed:
+        if view.listed:
             fields["category"] = category
-        if state.profile is not None:
-            fields["name"] = state.profile.name
+        if view.name is not None:
+            fields["name"] = view.name
         else:
-            pipe.hdel(account_key, "name", *(() if state.listed else ("category",)))
+            pipe.hdel(account_key, "name", *(() if view.listed else ("category",)))
         pipe.hset(account_key, mapping=fields)  # type: ignore[arg-type]
 
-    async def _campaign_totals(self, pipe: aioredis.client.Pipeline, partition: int, campaign: str,
-                         runtime: PartitionRuntime) -> None:
+    async def _campaign_totals(self, pipe: aioredis.client.Pipeline, partition: int,
+                               campaign: str, totals: Mapping[str, list[int]]) -> None:
         args: list[str | int] = [partition]
-        totals = runtime.campaigns.get(campaign, {})
         for window in self.windows.ids:
             sums = totals.get(window, (0, 0, 0, 0))
             for name, value in zip(("views", "likes", "uploads", "accounts"), sums,

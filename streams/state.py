@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from streams.dedup import Segment
+from streams.windows import LIKES, UPLOADS, VIEWS, WindowedCounts
 
 UNKNOWN_CATEGORY = "unknown"
 
@@ -27,13 +28,8 @@ SLOT_VIEW, SLOT_LIKE, SLOT_FOLLOW, SLOT_UPLOAD, SLOT_ACCOUNTS, SLOT_REKEYED = ra
 N_SLOTS = 6
 KIND_SLOTS = {"view": SLOT_VIEW, "like": SLOT_LIKE, "follow": SLOT_FOLLOW, "upload": SLOT_UPLOAD}
 
-#: Positions in a metrics list: [views, likes, uploads, events].
-VIEWS, LIKES, UPLOADS, EVENTS = range(4)
+#: Which metric each kind adds to; follows add to `follows` (fans), not to a window metric.
 METRIC_OF_KIND = {"view": VIEWS, "like": LIKES, "upload": UPLOADS}
-
-
-def empty_metrics() -> list[int]:
-    return [0, 0, 0, 0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +49,9 @@ class AccountState:
     #: True once a profile or a tombstone arrived; a tombstone leaves profile None.
     profile_seen: bool = False
     follows: int = 0
-    #: window id -> [views, likes, uploads, events]
-    totals: dict[str, list[int]] = field(default_factory=dict)
-    #: campaign -> window id -> [views, likes, uploads, events]
-    campaigns: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    counts: WindowedCounts = field(default_factory=WindowedCounts)
+    #: campaign -> the account's campaign-tagged counts
+    campaigns: dict[str, WindowedCounts] = field(default_factory=dict)
     applied: list[int] = field(default_factory=lambda: [-1] * N_SLOTS)
 
     @property
@@ -72,54 +67,53 @@ class AccountState:
     def fans(self) -> int:
         return (self.profile.fans if self.profile else 0) + self.follows
 
-    def metrics(self, window: str) -> list[int]:
-        return self.totals.get(window) or empty_metrics()
-
-    def add(self, kind: str, count: int, windows: tuple[str, ...], campaign: str | None
-            ) -> list[str]:
-        """Count one event in the given windows (and its campaign's).
-
-        Returns the windows in which the account has just joined the campaign.
-        """
+    def add(self, kind: str, count: int, ts: int, fixed: tuple[str, ...], campaign: str | None,
+            clock_ms: int) -> list[int]:
+        """Count one event; returns the due times of the buckets it opened."""
         if kind == "follow":
             self.follows += count
         slot = METRIC_OF_KIND.get(kind)
-        joined: list[str] = []
-        targets = [(self.totals, False)]
+        opened = self.counts.add(slot, count, ts, fixed, clock_ms)
         if campaign is not None:
-            targets.append((self.campaigns.setdefault(campaign, {}), True))
-        for sums, is_campaign in targets:
-            for window in windows:
-                metrics = sums.get(window)
-                if metrics is None:
-                    metrics = sums[window] = empty_metrics()
-                    if is_campaign:
-                        joined.append(window)
-                if slot is not None:
-                    metrics[slot] += count
-                metrics[EVENTS] += 1
-        return joined
+            counts = self.campaigns.get(campaign)
+            if counts is None:
+                counts = self.campaigns[campaign] = WindowedCounts()
+            opened += counts.add(slot, count, ts, fixed, clock_ms)
+        return opened
+
+    def prune(self, clock_ms: int) -> None:
+        self.counts.prune(clock_ms)
+        for counts in self.campaigns.values():
+            counts.prune(clock_ms)
+
+    def due_times(self, clock_ms: int) -> set[int]:
+        due = set(self.counts.due_times(clock_ms))
+        for counts in self.campaigns.values():
+            due.update(counts.due_times(clock_ms))
+        return due
 
     def encode(self) -> bytes:
         profile = self.profile
         return orjson.dumps([
-            1,
+            2,
             self.account_id,
             self.partition,
             [profile.name, profile.category, profile.fans] if profile else None,
             self.profile_seen,
             self.follows,
-            self.totals,
-            self.campaigns,
+            self.counts.to_list(),
+            {name: counts.to_list() for name, counts in self.campaigns.items()},
             self.applied,
         ])
 
     @classmethod
     def decode(cls, data: bytes) -> AccountState:
-        (_v, account_id, partition, profile, seen, follows, totals, campaigns,
+        (_v, account_id, partition, profile, seen, follows, counts, campaigns,
          applied) = orjson.loads(data)
         return cls(account_id, partition, AccountProfile(*profile) if profile else None,
-                   seen, follows, totals, campaigns, applied)
+                   seen, follows, WindowedCounts.from_list(counts),
+                   {name: WindowedCounts.from_list(c) for name, c in campaigns.items()},
+                   applied)
 
 
 @dataclass(slots=True)

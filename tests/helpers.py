@@ -12,7 +12,7 @@ from streams.ingest import partition_for
 from streams.settings import parse_periods
 from streams.state import AccountState
 from streams.topics import Topics
-from streams.windows import FixedWindows
+from streams.windows import Windows
 
 TOPICS = Topics()
 NOW = 1_700_000_000_000
@@ -67,12 +67,12 @@ class Core:
         self.accounts: dict[str, AccountState] = {}
         self.runtimes: dict[int, PartitionRuntime] = {
             p: new_runtime(p, RecentEventIds()) for p in range(partitions)}
-        self.windows = FixedWindows(parse_periods(periods))
+        self.windows = Windows(parse_periods(periods))
         self.aggregator = BatchAggregator(TOPICS, self.windows, partitions, self.accounts,
                                           self.runtimes, check_future)
         self.read: dict[tuple[str, int], int] = {}
 
-    def feed(self, log: Log):
+    def feed(self, log: Log, clock: int = NOW):
         """Process everything not read yet, as one batch."""
         batch = {}
         for tp, records in log.records.items():
@@ -80,11 +80,11 @@ class Core:
             if records[start:]:
                 batch[tp] = records[start:]
                 self.read[tp] = len(records)
-        return self.aggregator.process(batch)
+        return self.aggregator.process(batch, clock)
 
     def replay(self, log: Log, tp, start):
         """Re-deliver a tp from an earlier offset, as after a crash."""
-        return self.aggregator.process({tp: log.records[tp][start:]})
+        return self.aggregator.process({tp: log.records[tp][start:]}, NOW)
 
-    def metrics(self, account_id, window="all"):
-        return self.accounts[account_id].metrics(window)[:3]
+    def metrics(self, account_id, window="all", clock=NOW):
+        return self.accounts[account_id].counts.sums(window, clock)[:3]

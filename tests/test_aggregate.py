@@ -3,8 +3,10 @@
 import orjson
 
 from streams.aggregate import KIND_HEADER, restore_runtime
+from streams.campaigns import CampaignTotals
 from streams.dedup import RecentEventIds
 from streams.ingest import partition_for
+from streams.scoring import account_view
 from streams.state import AccountState, decode_segment, encode_segment
 from tests.helpers import NOW, TOPICS, Core, Log
 
@@ -52,7 +54,7 @@ def test_replay_after_partial_state_write_applies_only_the_missing_part():
     for i in range(5, 8):
         log.event("a", event_id=f"e{i}")
     core.aggregator.process({(TOPICS.event("view"), p):
-                             log.records[(TOPICS.event("view"), p)]})
+                             log.records[(TOPICS.event("view"), p)]}, NOW)
     assert core.metrics("a") == [8, 0, 0]
     assert runtime.header.events == 8
 
@@ -153,16 +155,24 @@ def test_named_periods_count_only_their_interval():
     assert core.metrics("a", "p1") == [1, 0, 0]
 
 
-def test_campaign_totals_per_partition():
+def test_campaign_totals_follow_account_views_by_difference():
     log, core = Log(partitions=1), Core(partitions=1)
     log.event("a", event_id="1", campaign="c1", count=3)
     log.event("a", "like", event_id="2", campaign="c1")
     log.event("b", "upload", event_id="3", campaign="c1")
     log.event("b", event_id="4")
     result = core.feed(log)
-    assert result.campaigns == {0: {"c1"}}
-    assert core.runtimes[0].campaigns["c1"]["all"] == [3, 1, 1, 2]
-    assert core.accounts["a"].campaigns["c1"]["all"][:3] == [3, 1, 0]
+    totals = CampaignTotals()
+    for state in result.accounts.values():
+        totals.update(account_view(state, core.windows, NOW))
+    assert totals.totals["c1"]["all"] == [3, 1, 1, 2]
+    assert totals.totals["c1"]["1h"] == [3, 1, 1, 2]
+    # an hour later the 1h window has emptied: the difference is applied, not a rescan
+    later = NOW + 3_600_000
+    assert totals.update(account_view(core.accounts["a"], core.windows, later)) == {"c1"}
+    assert totals.totals["c1"]["1h"] == [0, 0, 1, 1]
+    assert totals.totals["c1"]["all"] == [3, 1, 1, 2]
+    assert totals.update(account_view(core.accounts["a"], core.windows, later)) == set()
 
 
 def test_state_records_round_trip_and_restore_the_runtime():
@@ -176,12 +186,14 @@ def test_state_records_round_trip_and_restore_the_runtime():
     runtime = core.runtimes[0]
     sealed = runtime.recent.seal(0, NOW, 5000)
     records = [decode_segment(encode_segment(0, s, runtime.header)) for s in sealed]
-    restored = restore_runtime(0, RecentEventIds(), [(s, h) for _, s, h in records], [state])
+    restored = restore_runtime(0, RecentEventIds(), [(s, h) for _, s, h in records], [state],
+                               core.windows, NOW)
     assert restored.header.events == 1 and restored.header.dlq == 1
     assert restored.header.watermarks == runtime.header.watermarks
     assert restored.recent.first_seen("1") == runtime.recent.first_seen("1")
-    assert restored.campaigns == runtime.campaigns
+    assert restored.campaigns.totals["c1"]["all"] == [1, 0, 0, 1]
     assert restored.members == {"a"}
+    assert len(restored.schedule) == 4, "one due time per rolling window of the new buckets"
 
 
 def test_a_second_rekeyed_copy_of_one_source_message_is_a_replay_not_a_duplicate():

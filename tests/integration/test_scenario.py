@@ -7,7 +7,7 @@ import orjson
 from streams.scoring import influence_index
 from streams.settings import parse_periods
 from streams.simulate import Message
-from streams.windows import FixedWindows
+from streams.windows import Windows
 
 NOW = int(time.time() * 1000)
 IN_2018 = 1_525_000_000_000  # 2018-04-29, inside 2018q1q3
@@ -54,13 +54,16 @@ SCENARIO = [
 
 def test_known_scenario_boards_and_hashes(deploy):
     d = deploy(RANKFLOW_PERIODS=PERIODS)
-    windows = FixedWindows(parse_periods(PERIODS))
+    windows = Windows(parse_periods(PERIODS))
     d.produce(SCENARIO)
     d.start_worker()
     d.wait_counted(events=14, dead=2)
     r, p = d.redis, d.prefix
 
+    recent = {"gov.a": (6, 1, 1, 1002), "gov.b": (100, 1, 0, 0), "gov.c": (1, 0, 0, 0),
+              "gov.e": (3, 0, 0, 50), "gov.f": (0, 0, 0, 2_000_000)}  # without the 2018 events
     expected = {  # window -> account -> (views, likes, uploads, fans)
+        "1h": recent, "24h": recent, "7d": recent, "30d": recent,
         "all": {"gov.a": (16, 1, 2, 1002), "gov.b": (100, 1, 0, 0), "gov.c": (1, 0, 0, 0),
                 "gov.e": (3, 0, 0, 50), "gov.f": (0, 0, 0, 2_000_000)},
         "2018q1q3": {"gov.a": (10, 0, 1, 1002), "gov.b": (0, 0, 0, 0), "gov.c": (0, 0, 0, 0),
@@ -91,8 +94,9 @@ def test_known_scenario_boards_and_hashes(deploy):
     assert tomb["all.views"] == "7" and "category" not in tomb and "name" not in tomb
     assert r.zscore(f"{p}lb:all:cat:police", "gov.e") is None
 
-    assert dict(r.zrange(f"{p}lb:all:campaign:c1", 0, -1, withscores=True)) == {
-        "gov.a": 5.0, "gov.b": 100.0}
+    for window in ("1h", "24h", "7d", "30d", "all"):
+        assert dict(r.zrange(f"{p}lb:{window}:campaign:c1", 0, -1, withscores=True)) == {
+            "gov.a": 5.0, "gov.b": 100.0}
     assert r.exists(f"{p}lb:2018q1q3:campaign:c1") == 0
     campaign = r.hgetall(f"{p}campaign:c1")
     assert {k: campaign[k] for k in ("all.views", "all.likes", "all.uploads", "all.accounts")} \

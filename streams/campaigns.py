@@ -1,0 +1,42 @@
+"""Per-partition campaign totals, kept up to date from account views by differences.
+
+`rf:campaign:{c}` shows, per window, the views, likes and uploads of campaign-tagged
+events and the number of distinct accounts with at least one such event. Each partition
+keeps its share; an account's last contribution is remembered so that a re-scored
+account (new events, or a bucket leaving a rolling window) changes the totals by exactly
+its difference, never by a scan of the campaign's accounts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from streams.scoring import AccountView
+from streams.windows import EVENTS
+
+
+@dataclass(slots=True)
+class CampaignTotals:
+    #: campaign -> window -> [views, likes, uploads, accounts]
+    totals: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    _contributions: dict[tuple[str, str], dict[str, list[int]]] = field(default_factory=dict)
+
+    def update(self, view: AccountView) -> set[str]:
+        """Apply an account's current campaign sums; returns the campaigns that changed."""
+        changed = set()
+        for campaign, windows in view.campaigns.items():
+            key = (view.account_id, campaign)
+            new = {w: [s[0], s[1], s[2], 1 if s[EVENTS] > 0 else 0] for w, s in windows.items()}
+            old = self._contributions.get(key, {})
+            if new == old:
+                continue
+            totals = self.totals.setdefault(campaign, {})
+            for window in new.keys() | old.keys():
+                before = old.get(window, [0, 0, 0, 0])
+                after = new.get(window, [0, 0, 0, 0])
+                sums = totals.setdefault(window, [0, 0, 0, 0])
+                for i in range(4):
+                    sums[i] += after[i] - before[i]
+            self._contributions[key] = new
+            changed.add(campaign)
+        return changed
