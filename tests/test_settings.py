@@ -33,3 +33,28 @@ def test_periods_parse():
     (q,) = parse_periods("2018q1q3=2018-01-01/2018-10-01")
     assert q.name == "2018q1q3" and q.start_ms == 1514764800000 and q.end_ms == 1538352000000
     assert q.days == 273
+
+
+def test_scoring_defaults_and_overrides(monkeypatch):
+    from streams.scoring import DEFAULT_SCORING, scoring_config
+
+    assert scoring_config(Settings()) == DEFAULT_SCORING
+    monkeypatch.setenv("RANKFLOW_WEIGHT_VIEWS", "0.5")
+    monkeypatch.setenv("RANKFLOW_WEIGHT_UPLOADS", "0.0")
+    monkeypatch.setenv("RANKFLOW_CAP_FANS", "1000")
+    config = scoring_config(load_settings())
+    assert (config.weight_views, config.weight_uploads, config.cap_fans) == (0.5, 0.0, 1000)
+
+
+@pytest.mark.parametrize("env,named", [
+    ({"RANKFLOW_WEIGHT_VIEWS": "0.9"}, "RANKFLOW_WEIGHT_VIEWS"),
+    ({"RANKFLOW_WEIGHT_LIKES": "-0.1"}, "RANKFLOW_WEIGHT_LIKES"),
+    ({"RANKFLOW_CAP_VIEWS_PER_DAY": "0"}, "RANKFLOW_CAP_VIEWS_PER_DAY"),
+    ({"RANKFLOW_CAP_FANS": "lots"}, "RANKFLOW_CAP_FANS"),
+])
+def test_bad_scoring_settings_stop_start_up(monkeypatch, env, named):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert named in str(info.value)
