@@ -242,14 +242,18 @@ class BatchAggregator:
         offset = record.offset
         ref = source_ref(slot, offset)
         recent = runtime.recent
+        origin_key = first_ref = None
+        if origin is not None:
+            origin_key = ":".join(map(str, origin))
+            first_ref = recent.origin_ref(origin_key)
+            if first_ref is not None and first_ref != ref:
+                # another re-keyed copy of one source message (a crash while re-keying)
+                self._state(event.account_id, header.partition, runtime, result)
+                return
         seen = recent.first_seen(event.event_id)
-        origin_key = None if origin is None else ":".join(map(str, origin))
-        if seen is not None and seen != ref and origin_key is not None \
-                and recent.origin_of(event.event_id) == origin_key:
-            # a second re-keyed copy of one source message (crash while re-keying)
-            self._state(event.account_id, header.partition, runtime, result)
-            return
         if seen is not None and seen != ref:
+            if origin_key is not None and first_ref is None:
+                recent.add_origin(origin_key, ref)
             first_slot, first_offset = unpack_ref(seen)
             reason = (f"duplicate event_id {event.event_id!r}: first counted from "
                       f"{self.topics.sources[first_slot]} partition {header.partition} "

@@ -2,9 +2,10 @@
 
 Each id remembers where it was first seen (`source_ref`: topic slot and offset), so a
 replay of that very message after a crash is told apart from a producer's duplicate.
-A re-keyed event also remembers its origin (topic:partition:offset before re-keying):
-a second re-keyed copy of the same origin, left by a crash between re-keying and
-saving state, is a replay too, not a producer's duplicate.
+Re-keyed messages also remember their origin (topic:partition:offset before re-keying)
+and the re-keyed record that first carried it, counted or dead-lettered: another copy
+of the same origin, left by a crash between re-keying and saving state, is a replay,
+not a producer's duplicate.
 An id is kept until it is both at least `min_events` ids old and `min_age_ms` old; a
 hard cap of `max_ids` bounds memory at very high rates (oldest segments go first).
 """
@@ -33,7 +34,8 @@ class Segment:
 
     seq: int
     wall_ms: int
-    #: (event_id, source ref) or (event_id, source ref, origin) for re-keyed events
+    #: (event_id, source ref), or (event_id, source ref, origin) for a re-keyed message
+    #: (event_id "" when it was dead-lettered: only its origin is remembered)
     ids: list[tuple[str, int] | tuple[str, int, str]]
     end_total: int
 
@@ -44,7 +46,7 @@ class RecentEventIds:
     min_age_ms: int = 600_000
     max_ids: int = 1_000_000
     _refs: dict[str, int] = field(default_factory=dict)
-    _origins: dict[str, str] = field(default_factory=dict)
+    _origins: dict[str, int] = field(default_factory=dict)
     _pending: list[tuple[str, int] | tuple[str, int, str]] = field(default_factory=list)
     _segments: deque[Segment] = field(default_factory=deque)
     _total: int = 0
@@ -56,18 +58,24 @@ class RecentEventIds:
         """The source ref where this id was first seen, or None."""
         return self._refs.get(event_id)
 
-    def origin_of(self, event_id: str) -> str | None:
-        """Where a re-keyed event came from, or None."""
-        return self._origins.get(event_id)
+    def origin_ref(self, origin: str) -> int | None:
+        """The re-keyed record that first carried this origin, or None."""
+        return self._origins.get(origin)
 
     def add(self, event_id: str, ref: int, origin: str | None = None) -> None:
+        """Remember a counted event (and, when re-keyed, its origin)."""
         self._refs[event_id] = ref
         if origin is None:
             self._pending.append((event_id, ref))
         else:
-            self._origins[event_id] = origin
+            self._origins[origin] = ref
             self._pending.append((event_id, ref, origin))
         self._total += 1
+
+    def add_origin(self, origin: str, ref: int) -> None:
+        """Remember the origin of a re-keyed message that was dead-lettered."""
+        self._origins[origin] = ref
+        self._pending.append(("", ref, origin))
 
     def seal(self, seq: int, wall_ms: int, max_ids: int) -> list[Segment]:
         """Close the pending ids into segments of at most `max_ids` ids each."""
@@ -94,10 +102,11 @@ class RecentEventIds:
             if not (old_enough or len(self._refs) > self.max_ids) or len(self._segments) == 1:
                 break
             self._segments.popleft()
-            for event_id, ref, *_ in oldest.ids:
-                if self._refs.get(event_id) == ref:
+            for event_id, ref, *origin in oldest.ids:
+                if event_id and self._refs.get(event_id) == ref:
                     del self._refs[event_id]
-                    self._origins.pop(event_id, None)
+                if origin and self._origins.get(origin[0]) == ref:
+                    del self._origins[origin[0]]
             dropped.append(oldest.seq)
         return dropped
 
@@ -106,8 +115,8 @@ class RecentEventIds:
         for segment in sorted(segments, key=lambda s: s.seq):
             self._segments.append(segment)
             for event_id, ref, *origin in segment.ids:
-                if event_id not in self._refs:
-                    self._refs[event_id] = ref
-                    if origin:
-                        self._origins[event_id] = origin[0]
+                if event_id:
+                    self._refs.setdefault(event_id, ref)
+                if origin:
+                    self._origins.setdefault(origin[0], ref)
             self._total = max(self._total, segment.end_total)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -37,7 +37,7 @@ from streams.app import Wiring
 from streams.dedup import RecentEventIds
 from streams.scoring import account_view, scoring_config
 from streams.settings import Settings
-from streams.sink import RedisBoardWriter, RedisKeys
+from streams.sink import BoardUpdate, RedisBoardWriter, RedisKeys
 from streams.state import AccountState, encode_segment, segment_key
 from streams.transport import BatchConductor, RecordBatch
 from streams.windows import Windows
@@ -71,6 +71,7 @@ class BatchPipeline:
         )
         self.writer = RedisBoardWriter(redis, RedisKeys(settings.prefix), self.windows)
         self.lock = asyncio.Lock()
+        self._last_write: asyncio.Future[None] | None = None
         self._event_clock_ms = 0
         self.batches = 0
         self.events = 0
@@ -120,7 +121,12 @@ class BatchPipeline:
             log.info("partition %d: %d accounts, %d events counted so far",
                      p, len(accounts[p]), self.runtimes[p].header.events)
 
-    async def __call__(self, batch: RecordBatch) -> None:
+    async def __call__(self, batch: RecordBatch) -> asyncio.Future[None]:
+        """Apply a batch now; returns its writes, which run after the previous batch's.
+
+        The consumer fetches and applies the next batch while these writes are in
+        flight, and marks this batch's offsets committable only once they are done.
+        """
         async with self.lock:
             missing = {tp.partition for tp in batch} - self.runtimes.keys()
             if missing:
@@ -134,16 +140,34 @@ class BatchPipeline:
             outbound: list[Message] = [(o.topic, o.key, o.value, None, list(o.headers) or None)
                                        for o in result.outbound]
             changelog = self._changelog(result, now_ms)
-            await self._retrying("sending dead letters and re-keyed events",
-                                 lambda: self._produce(outbound))
-            await self._retrying("writing the changelog", lambda: self._produce(changelog))
             states = {**decayed, **result.accounts}
             partitions = result.partitions | {s.partition for s in decayed.values()}
-            await self._publish(states.values(), result.profiles, partitions, clock, now_ms)
+            update = self._board_update(states.values(), result.profiles, partitions, clock,
+                                        now_ms)
             self.batches += 1
             self.events += result.counted
             self.records += sum(len(records) for records in batch.values())
             self._report()
+            return self._then(self._write(outbound, changelog, update))
+
+    async def _write(self, outbound: list[Message], changelog: list[Message],
+                     update: BoardUpdate) -> None:
+        await self._retrying("sending dead letters and re-keyed events",
+                             lambda: self._produce(outbound))
+        await self._retrying("writing the changelog", lambda: self._produce(changelog))
+        await self._retrying("writing Redis", lambda: self.writer.write(update))
+
+    def _then(self, write: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        """Run `write` after every write already queued: Redis and Kafka see batch order."""
+        previous = self._last_write
+
+        async def in_order() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            await write
+
+        self._last_write = asyncio.ensure_future(in_order())
+        return self._last_write
 
     async def _tick(self, *_: Any) -> None:
         """Wall clock: re-score accounts whose buckets left a window, with no new event."""
@@ -151,8 +175,11 @@ class BatchPipeline:
             if not self.runtimes:
                 return
             clock = self.clock()
-            decayed = self._due(clock)
-            await self._publish(decayed.values(), set(), set(self.runtimes), clock, clock)
+            update = self._board_update(self._due(clock).values(), set(), set(self.runtimes),
+                                        clock, clock)
+            write = self._then(self._retrying("writing Redis",
+                                              lambda: self.writer.write(update)))
+        await write
 
     def _due(self, clock: int) -> dict[str, AccountState]:
         """Accounts with a bucket that left a rolling window by `clock`, pruned."""
@@ -166,18 +193,19 @@ class BatchPipeline:
         self.decayed += len(found)
         return found
 
-    async def _publish(self, states: Iterable[AccountState], profiles: set[str],
-                       partitions: Iterable[int], clock: int, now_ms: int) -> None:
-        """Score the accounts at `clock`, fold them into campaign totals, write Redis."""
+    def _board_update(self, states: Iterable[AccountState], profiles: set[str],
+                      partitions: Iterable[int], clock: int, now_ms: int) -> BoardUpdate:
+        """Score the accounts at `clock` and fold them into campaign totals, as of now."""
         views = [account_view(state, self.windows, clock, self.scoring) for state in states]
-        campaigns: dict[int, set[str]] = {}
+        campaigns: dict[tuple[int, str], dict[str, list[int]]] = {}
         for view in views:
-            changed = self.runtimes[view.partition].campaigns.update(view)
-            if changed:
-                campaigns.setdefault(view.partition, set()).update(changed)
-        partitions = list(partitions)
-        await self._retrying("writing Redis", lambda: self.writer.write(
-            views, profiles, self.runtimes, campaigns, partitions, clock, now_ms))
+            totals = self.runtimes[view.partition].campaigns
+            for campaign in totals.update(view):
+                campaigns[view.partition, campaign] = {
+                    window: list(sums) for window, sums in totals.totals[campaign].items()}
+        counters = {p: (self.runtimes[p].header.events, self.runtimes[p].header.dlq)
+                    for p in partitions}
+        return BoardUpdate(views, profiles, campaigns, counters, clock, now_ms)
 
     def _report(self, every: float = 10.0) -> None:
         """Log throughput now and then: events/s, batches, records per batch."""

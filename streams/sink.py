@@ -8,12 +8,11 @@ so two workers owning different partitions never overwrite each other's share.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from streams.aggregate import PartitionRuntime
 from streams.scoring import AccountView
 from streams.windows import VIEWS, Windows
 
@@ -73,6 +72,44 @@ class RedisKeys:
         return f"{self.prefix}meta:partitions"
 
 
+@dataclass(frozen=True, slots=True)
+class BoardUpdate:
+    """Everything one batch (or decay tick) changes in Redis, as values fixed at its end."""
+
+    views: list[AccountView]
+    #: accounts whose profile changed: their old category board is looked up and left
+    profiles: set[str]
+    #: (partition, campaign) -> window -> [views, likes, uploads, accounts]
+    campaigns: dict[tuple[int, str], dict[str, list[int]]]
+    #: partition -> (events counted, dead letters)
+    partitions: dict[int, tuple[int, int]]
+    clock_ms: int
+    now_ms: int
+
+
+@dataclass(slots=True)
+class BoardChanges:
+    """A batch's sorted-set changes, grouped by key: one ZADD and one ZREM per board."""
+
+    adds: dict[str, dict[str, float]] = field(default_factory=dict)
+    removes: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, key: str, member: str, score: float) -> None:
+        members = self.adds.get(key)
+        if members is None:
+            members = self.adds[key] = {}
+        members[member] = score
+
+    def remove(self, key: str, member: str) -> None:
+        self.removes.setdefault(key, []).append(member)
+
+    def send(self, pipe: aioredis.client.Pipeline) -> None:
+        for key, gone in self.removes.items():
+            pipe.zrem(key, *gone)
+        for key, members in self.adds.items():
+            pipe.zadd(key, members)
+
+
 class RedisBoardWriter:
     """Rewrites the boards and hashes of changed accounts, campaigns and partitions."""
 
@@ -82,30 +119,22 @@ class RedisBoardWriter:
         self.windows = windows
         self._sum_parts = client.register_script(SUM_PARTS)
 
-    async def write(
-        self,
-        views: list[AccountView],
-        profiles: set[str],
-        runtimes: Mapping[int, PartitionRuntime],
-        campaigns: Mapping[int, set[str]],
-        partitions: Iterable[int],
-        clock_ms: int,
-        now_ms: int,
-    ) -> None:
-        """One batch: accounts, then campaign totals, then `meta` (last: it says "done")."""
-        listed_as = await self._listed_categories([v for v in views if v.account_id in profiles])
+    async def write(self, update: BoardUpdate) -> None:
+        """One update: accounts, then campaign totals, then `meta` (last: it says "done")."""
+        views = update.views
+        listed_as = await self._listed_categories(
+            [v for v in views if v.account_id in update.profiles])
         pipe = self.client.pipeline(transaction=False)
+        boards = BoardChanges()
         for view in views:
-            self._account(pipe, view, listed_as.get(view.account_id))
-        for partition, names in campaigns.items():
-            totals = runtimes[partition].campaigns.totals
-            for campaign in names:
-                await self._campaign_totals(pipe, partition, campaign, totals.get(campaign, {}))
-        for partition in partitions:
-            header = runtimes[partition].header
+            self._account(pipe, boards, view, listed_as.get(view.account_id))
+        boards.send(pipe)
+        for (partition, campaign), totals in update.campaigns.items():
+            await self._campaign_totals(pipe, partition, campaign, totals)
+        for partition, (events, dlq) in update.partitions.items():
             await self._sum_parts(keys=[self.keys.meta_parts, self.keys.meta], args=[
-                partition, "events", header.events, "dlq", header.dlq,
-                "max:clock", clock_ms, "max:updated_at", now_ms,
+                partition, "events", events, "dlq", dlq,
+                "max:clock", update.clock_ms, "max:updated_at", update.now_ms,
             ], client=pipe)
         await pipe.execute()
 
@@ -120,32 +149,32 @@ class RedisBoardWriter:
         return {v.account_id: (c.decode() if c else None)
                 for v, c in zip(views, found, strict=True)}
 
-    def _account(self, pipe: aioredis.client.Pipeline, view: AccountView,
-                 listed_as: str | None) -> None:
+    def _account(self, pipe: aioredis.client.Pipeline, boards: BoardChanges,
+                 view: AccountView, listed_as: str | None) -> None:
         account_id = view.account_id
         keys = self.keys
         category = view.category
         fields: dict[str | bytes, bytes | str | int | float] = {"fans": view.fans}
         if listed_as is not None and (listed_as != category or not view.listed):
             for window in self.windows.ids:
-                pipe.zrem(keys.board(window, f"cat:{listed_as}"), account_id)
+                boards.remove(keys.board(window, f"cat:{listed_as}"), account_id)
         for window, score in view.windows.items():
             fields[f"{window}.views"] = score.views
             fields[f"{window}.likes"] = score.likes
             fields[f"{window}.uploads"] = score.uploads
             fields[f"{window}.index"] = score.index
             if view.listed:
-                pipe.zadd(keys.board(window, "all"), {account_id: score.index})
-                pipe.zadd(keys.board(window, f"cat:{category}"), {account_id: score.index})
+                boards.add(keys.board(window, "all"), account_id, score.index)
+                boards.add(keys.board(window, f"cat:{category}"), account_id, score.index)
             else:
-                pipe.zrem(keys.board(window, "all"), account_id)
+                boards.remove(keys.board(window, "all"), account_id)
         for campaign, sums in view.campaigns.items():
             for window, metrics in sums.items():
                 board = keys.board(window, f"campaign:{campaign}")
                 if view.listed and metrics[VIEWS] > 0:
-                    pipe.zadd(board, {account_id: metrics[VIEWS]})
+                    boards.add(board, account_id, metrics[VIEWS])
                 else:
-                    pipe.zrem(board, account_id)
+                    boards.remove(board, account_id)
         account_key = keys.account(account_id)
         if view.listed:
             fields["category"] = category

@@ -6,13 +6,18 @@ delivered as the record batches aiokafka fetched, to `BatchConductor.batch_handl
 Everything else stays faust's: the consumer group, partition assignment, table
 recovery (changelog topics still take the per-message path), offset commits.
 
+The handler applies a batch and returns its pending writes (an awaitable); the consumer
+fetches and applies the next batch while one batch's writes are in flight.
+
 Invariants (tested in tests/integration):
 
-* A batch's offsets become committable only after its handler returned, and only in
-  the consumer generation that fetched it: a rebalance never commits work it lost.
-* A running batch is never cut off: fetcher cancellation waits for it (shielded), and
-  `wait_empty` (what faust awaits before giving partitions away) waits for it too, then
-  commits. So a revoked partition's state is complete before a new owner reads it.
+* A batch's offsets become committable only after its writes are done, in batch order,
+  and only in the consumer generation that fetched it: a rebalance never commits work
+  it lost.
+* A batch is never cut off: fetcher cancellation waits for the handler (shielded), and
+  `wait_empty` (what faust awaits before giving partitions away, and on shutdown) waits
+  for every pending write, then commits. So a revoked partition's state is complete
+  before a new owner reads it.
 * Records at or past the read offset only: after a seek to the committed offset a
   batch resumes exactly where the last committed one ended.
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -35,7 +41,10 @@ from mode.utils.objects import cached_property
 log = logging.getLogger(__name__)
 
 RecordBatch = Mapping[TP, Sequence[Any]]
-BatchHandler = Callable[[RecordBatch], Awaitable[None]]
+#: applies a batch; returns what is left to wait for (its writes), or None
+BatchHandler = Callable[[RecordBatch], Awaitable[Awaitable[None] | None]]
+#: batches whose writes may be in flight while the next batch is applied
+MAX_PENDING_WRITES = 1
 
 
 class BatchTopic:
@@ -58,10 +67,10 @@ class BatchConductor(Conductor):
             self.batch_topics.update(topic.topics)
         super().add(topic)
 
-    async def on_batch(self, batch: RecordBatch) -> None:
+    async def on_batch(self, batch: RecordBatch) -> Awaitable[None] | None:
         if self.batch_handler is None:
             raise RuntimeError("no batch handler is set on the conductor")
-        await self.batch_handler(batch)
+        return await self.batch_handler(batch)
 
 
 class BatchConsumer(faust_aiokafka.Consumer):
@@ -73,6 +82,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._processed: dict[TP, tuple[int, int]] = {}
         self._n_processed = 0
         self._in_flight: asyncio.Future[None] | None = None
+        #: (writes, batch, generation) in batch order
+        self._pending: deque[tuple[asyncio.Future[None], RecordBatch, int]] = deque()
 
     @cached_property
     def _conductor(self) -> BatchConductor:
@@ -126,27 +137,41 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return batch
 
     async def _run_batch(self, conductor: BatchConductor, batch: dict[TP, Sequence[Any]]) -> None:
-        generation = self.app.consumer_generation_id
-        task = self._in_flight = asyncio.ensure_future(conductor.on_batch(batch))
+        task = self._in_flight = asyncio.ensure_future(self._apply(conductor, batch))
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
-            # The fetcher is stopping (rebalance or shutdown): finish the batch first,
-            # so nothing stops half-way and its offsets still become committable.
+            # The fetcher is stopping (rebalance or shutdown): the batch is applied in
+            # full all the same, and its writes stay queued for `wait_empty`.
             await asyncio.wait([task])
-            if not task.cancelled() and task.exception() is None:
-                self._mark_processed(batch, generation)
             raise
         finally:
             if task.done():
                 self._in_flight = None
-        task.result()  # a failed batch stops the worker: skipping it would lose records
-        self._mark_processed(batch, generation)
+        task.result()
+        await self._settle(keep=MAX_PENDING_WRITES)
         if self._commit_every is not None and self._n_processed >= self._commit_every:
             self._n_processed = 0
             await self.commit()
 
-    def _mark_processed(self, batch: dict[TP, Sequence[Any]], generation: int) -> None:
+    async def _apply(self, conductor: BatchConductor, batch: RecordBatch) -> None:
+        """Apply a batch and queue its writes (one step: done means queued)."""
+        generation = self.app.consumer_generation_id
+        writes = await conductor.on_batch(batch)
+        done = asyncio.ensure_future(writes) if writes is not None else _done()
+        self._pending.append((done, batch, generation))
+
+    async def _settle(self, keep: int) -> None:
+        """Wait for the oldest writes until at most `keep` are pending; mark them done."""
+        pending = self._pending
+        while pending and (len(pending) > keep or pending[0][0].done()):
+            writes, batch, generation = pending[0]
+            await asyncio.wait([writes])
+            pending.popleft()
+            writes.result()  # a failed write stops the worker: skipping it would lose data
+            self._mark_processed(batch, generation)
+
+    def _mark_processed(self, batch: RecordBatch, generation: int) -> None:
         for tp, recs in batch.items():
             nxt = recs[-1].offset + 1
             self._read_offset[tp] = nxt
@@ -170,11 +195,21 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return super()._new_offset(tp)
 
     async def wait_empty(self) -> None:
-        """Let the running batch finish (faust awaits this before revoking), then commit."""
+        """Finish the running batch and every pending write, then commit.
+
+        faust awaits this before it gives partitions away and before it stops.
+        """
         in_flight = self._in_flight
         if in_flight is not None:
             await asyncio.wait([in_flight])
+        await self._settle(keep=0)
         await self.commit_and_end_transactions()
+
+
+def _done() -> asyncio.Future[None]:
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
 
 
 class BatchTransport(faust_aiokafka.Transport):
