@@ -1,11 +1,14 @@
 """Replay benchmark: one worker, a preloaded replay, cold start until Redis shows it all.
 
-    .venv/bin/python bench/replay.py --events 1000000
+    .venv/bin/python bench/replay.py --events 1000000 --runs 3
+    .venv/bin/python bench/replay.py --code . --code ../other-checkout   # A/B, same run
 
-Preloads the simulated replay into fresh topics, then starts one `rankflow worker`
-process and measures events/s from its start until `rf:meta` counts every message
-(events + dead letters), and the worker's peak RSS (VmHWM). Prints the figures and
-writes them to bench/results-replay.json. Needs the local stack (`rankflow dev up`).
+Preloads the simulated replay once, then starts a `rankflow worker` process per run
+(each with its own consumer group, state topics and Redis prefix: a true cold start)
+and measures events/s from its start until `rf:meta` counts every message (events +
+dead letters), and its peak RSS (VmHWM). With several `--code` folders the runs
+alternate between them, so their ratio is measured under the same conditions. Prints
+the figures and writes bench/results-replay.json. Needs `rankflow dev up`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -37,75 +41,106 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def run_worker(env: dict[str, str], expected: int, prefix: str,
+               client: redis.Redis) -> dict[str, float]:
+    """One cold start until `expected` messages are counted; its timings and RSS."""
+    log = HERE / f"{env['RANKFLOW_APP_ID']}-worker.log"
+    started = time.monotonic()
+    with log.open("wb") as out:
+        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT)
+        done, first_seen = 0, None
+        try:
+            while done < expected:
+                time.sleep(0.05)
+                if worker.poll() is not None:
+                    raise SystemExit(f"the worker exited ({worker.returncode}); see {log}")
+                meta: dict[str, str] = client.hgetall(f"{prefix}meta")  # type: ignore[assignment]
+                done = int(meta.get("events", 0)) + int(meta.get("dlq", 0))
+                if done and first_seen is None:
+                    first_seen = time.monotonic()
+            elapsed = time.monotonic() - started
+            rss = peak_rss_mb(worker.pid)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+    log.unlink()
+    startup = (first_seen or started) - started
+    keys = list(client.scan_iter(f"{prefix}*", count=10_000))
+    for start in range(0, len(keys), 10_000):
+        client.delete(*keys[start:start + 10_000])
+    return {"eps": expected / elapsed, "steady_eps": expected / (elapsed - startup),
+            "seconds": elapsed, "startup_seconds": startup, "rss_mb": rss}
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--bad", type=float, default=0.001)
     parser.add_argument("--duplicates", type=float, default=0.001)
+    parser.add_argument("--runs", type=int, default=1, help="cold starts per code folder")
+    parser.add_argument("--code", action="append", type=Path,
+                        help="source folder to run the worker from (repeat to compare)")
     parser.add_argument("--out", type=Path, default=HERE / "results-replay.json")
     args = parser.parse_args()
+    codes = [c.resolve() for c in (args.code or [HERE.parent])]
 
     name = f"bench{int(time.time())}"
-    env = {**os.environ, "RANKFLOW_TOPIC_PREFIX": f"{name}.", "RANKFLOW_APP_ID": name,
-           "RANKFLOW_PREFIX": f"{name}:"}
-    os.environ.update(env)
+    os.environ["RANKFLOW_TOPIC_PREFIX"] = f"{name}."
     settings = load_settings()
-    topics = Topics(settings.topic_prefix, settings.app_id)
+    topics = Topics(settings.topic_prefix, f"{name}-0-0")
     asyncio.run(create_topics(settings.bootstrap_servers, topics, settings.partitions))
-
     sim = SimulatedPlatform(seed=args.seed, accounts=args.accounts,
                             start_ms=int(time.time() * 1000) - 86_400_000,
                             step_ms=86_400_000 / args.events, bad_share=args.bad,
                             duplicate_share=args.duplicates)
-    total = args.accounts + args.events
     print(f"preloading {args.events:,} events for {args.accounts:,} accounts ...")
     started = time.monotonic()
     asyncio.run(produce(settings.bootstrap_servers, topics,
-                        chain(sim.profiles(), sim.events(args.events)), total))
+                        chain(sim.profiles(), sim.events(args.events)),
+                        args.accounts + args.events))
     preload_s = time.monotonic() - started
 
     client = redis.Redis.from_url(settings.redis, decode_responses=True)
-    log = (HERE / f"{name}-worker.log").open("wb")
-    started = time.monotonic()
-    worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
-    done = 0
-    first_seen = None
-    try:
-        while done < args.events:
-            time.sleep(0.05)
-            if worker.poll() is not None:
-                raise SystemExit(f"the worker exited ({worker.returncode}); see {log.name}")
-            meta = client.hgetall(f"{settings.prefix}meta")
-            done = int(meta.get("events", 0)) + int(meta.get("dlq", 0))  # type: ignore[union-attr]
-            if done and first_seen is None:
-                first_seen = time.monotonic()
-        elapsed = time.monotonic() - started
-        rss = peak_rss_mb(worker.pid)
-    finally:
-        worker.terminate()
-        worker.wait(timeout=60)
-    steady = elapsed - ((first_seen or started) - started)
+    runs: dict[str, list[dict[str, float]]] = {str(code): [] for code in codes}
+    for i in range(args.runs):
+        for k, code in enumerate(codes):
+            app_id = f"{name}-{i}-{k}"
+            env = {**os.environ, "RANKFLOW_APP_ID": app_id, "RANKFLOW_PREFIX": f"{app_id}:",
+                   "PYTHONPATH": str(code)}
+            run = run_worker(env, args.events, f"{app_id}:", client)
+            runs[str(code)].append(run)
+            print(f"run {i + 1}, {code}: {run['eps']:,.0f} events/s, "
+                  f"{run['rss_mb']:.0f} MB peak RSS")
+
+    def median(code: Path, key: str) -> float:
+        return statistics.median(r[key] for r in runs[str(code)])
+
     results = {
         "events": args.events,
         "accounts": args.accounts,
-        "cold_start_eps": round(args.events / elapsed),
-        "after_first_write_eps": round(args.events / steady) if steady > 0 else None,
-        "seconds": round(elapsed, 2),
-        "startup_seconds": round((first_seen or started) - started, 2),
-        "rss_mb": round(rss, 1),
+        "runs": args.runs,
+        "cold_start_eps": round(median(codes[0], "eps")),
+        "steady_eps": round(median(codes[0], "steady_eps")),
+        "startup_seconds": round(median(codes[0], "startup_seconds"), 2),
+        "rss_mb": round(median(codes[0], "rss_mb"), 1),
         "preload_seconds": round(preload_s, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                    f"Python {platform.python_version()}",
+        "per_code": {str(code): {"cold_start_eps": round(median(code, "eps")),
+                                 "rss_mb": round(median(code, "rss_mb"), 1),
+                                 "all_eps": [round(r["eps"]) for r in runs[str(code)]]}
+                     for code in codes},
     }
+    if len(codes) > 1:
+        results["ratio_to_first"] = {
+            str(code): round(median(code, "eps") / median(codes[0], "eps"), 3)
+            for code in codes[1:]}
     print(json.dumps(results, indent=2))
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    keys = list(client.scan_iter(f"{settings.prefix}*", count=10_000))
-    for start in range(0, len(keys), 10_000):
-        client.delete(*keys[start:start + 10_000])
-    Path(log.name).unlink(missing_ok=True)
     return 0
 
 

@@ -27,7 +27,7 @@ from streams.state import (
     PartitionHeader,
 )
 from streams.topics import Topics
-from streams.windows import DecaySchedule, Windows
+from streams.windows import DecaySchedule, Windows, bucket_floors
 
 KIND_HEADER = "rf-kind"
 ORIGIN_HEADER = "rf-origin"
@@ -128,12 +128,12 @@ class BatchAggregator:
         self.runtimes = runtimes
         self.check_future = check_future
         self._slots = topics.slot_of()
-        self._clock = 0
+        self._floors = bucket_floors(0)
 
     def process(self, records: Mapping[Any, Sequence[SourceRecord]],
                 clock_ms: int) -> BatchResult:
         """Apply a batch; `clock_ms` (the clock before it) decides which buckets to keep."""
-        self._clock = clock_ms
+        self._floors = bucket_floors(clock_ms)
         result = BatchResult()
         for batch in records.values():
             if batch:
@@ -274,7 +274,7 @@ class BatchAggregator:
         count: int = event.count  # type: ignore[attr-defined]
         ts = event.ts
         opened = state.add(kind, count, ts, self.windows.fixed_containing(ts), event.campaign,
-                           self._clock)
+                           self._floors)
         if opened:
             runtime.schedule.add_all(opened, event.account_id)
 

@@ -49,7 +49,13 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     from streams.app import create_app
     from streams.pipeline import BatchPipeline
+    from streams.topics import create_topics
 
+    # Make sure every topic exists, co-partitioned: a broker that auto-creates topics
+    # would otherwise give a missing one a single partition.
+    asyncio.run(create_topics(settings.bootstrap_servers, Topics(settings.topic_prefix,
+                                                                 settings.app_id),
+                              settings.partitions))
     wiring = create_app(settings)
     redis = aioredis.from_url(settings.redis)
     BatchPipeline(wiring, settings, redis).install()

@@ -68,17 +68,19 @@ class AccountState:
         return (self.profile.fans if self.profile else 0) + self.follows
 
     def add(self, kind: str, count: int, ts: int, fixed: tuple[str, ...], campaign: str | None,
-            clock_ms: int) -> list[int]:
-        """Count one event; returns the due times of the buckets it opened."""
+            floors: tuple[int, int, int]) -> list[int] | None:
+        """Count one event; returns the due times of the buckets it opened, if any."""
         if kind == "follow":
             self.follows += count
         slot = METRIC_OF_KIND.get(kind)
-        opened = self.counts.add(slot, count, ts, fixed, clock_ms)
+        opened = self.counts.add(slot, count, ts, fixed, floors)
         if campaign is not None:
             counts = self.campaigns.get(campaign)
             if counts is None:
                 counts = self.campaigns[campaign] = WindowedCounts()
-            opened += counts.add(slot, count, ts, fixed, clock_ms)
+            more = counts.add(slot, count, ts, fixed, floors)
+            if more:
+                opened = more if opened is None else opened + more
         return opened
 
     def prune(self, clock_ms: int) -> None:

@@ -88,6 +88,11 @@ class Windows:
         return (ALL, *(p.name for p in self.periods if p.start_ms <= ts < p.end_ms))
 
 
+def bucket_floors(clock_ms: int) -> tuple[int, int, int]:
+    """Per resolution, the newest bucket no rolling window reads at this clock."""
+    return clock_ms // MINUTE_MS - 60, clock_ms // HOUR_MS - 24, clock_ms // DAY_MS - 30
+
+
 def _empty() -> list[int]:
     return [0, 0, 0, 0]
 
@@ -102,32 +107,52 @@ class WindowedCounts:
     buckets: tuple[dict[int, list[int]], ...] = field(default_factory=lambda: ({}, {}, {}))
 
     def add(self, slot: int | None, count: int, ts: int, fixed: tuple[str, ...],
-            clock_ms: int) -> list[int]:
+            floors: tuple[int, int, int]) -> list[int] | None:
         """Count one event; `slot` is VIEWS, LIKES, UPLOADS or None (follows).
 
-        Returns the due times of buckets this event opened (when to re-score). A bucket
-        already older than every window reading it at `clock_ms` is not kept.
+        `floors` (from `bucket_floors(clock)`) are the newest minute, hour and day that
+        no window reads any more: such buckets are not kept. Returns the due times of
+        the buckets this event opened (when to re-score the account), or None. This is
+        the hot path: one dict lookup per resolution.
         """
         for window in fixed:
             metrics = self.fixed.get(window)
             if metrics is None:
-                metrics = self.fixed[window] = _empty()
+                metrics = self.fixed[window] = [0, 0, 0, 0]
             if slot is not None:
                 metrics[slot] += count
-            metrics[EVENTS] += 1
-        opened: list[int] = []
-        for resolution, (unit_ms, span) in enumerate(RESOLUTIONS):
-            bucket = ts // unit_ms
-            if bucket <= clock_ms // unit_ms - span:
-                continue
-            buckets = self.buckets[resolution]
-            metrics = buckets.get(bucket)
+            metrics[3] += 1
+        opened = None
+        minutes, hours, days = self.buckets
+        bucket = ts // MINUTE_MS
+        if bucket > floors[0]:
+            metrics = minutes.get(bucket)
             if metrics is None:
-                metrics = buckets[bucket] = _empty()
-                opened.extend(r.due_ms(bucket) for r in ROLLING if r.resolution == resolution)
+                metrics = minutes[bucket] = [0, 0, 0, 0]
+                opened = [(bucket + 60) * MINUTE_MS]
             if slot is not None:
                 metrics[slot] += count
-            metrics[EVENTS] += 1
+            metrics[3] += 1
+        bucket = ts // HOUR_MS
+        if bucket > floors[1]:
+            metrics = hours.get(bucket)
+            if metrics is None:
+                metrics = hours[bucket] = [0, 0, 0, 0]
+                due = (bucket + 24) * HOUR_MS
+                opened = [due] if opened is None else [*opened, due]
+            if slot is not None:
+                metrics[slot] += count
+            metrics[3] += 1
+        bucket = ts // DAY_MS
+        if bucket > floors[2]:
+            metrics = days.get(bucket)
+            if metrics is None:
+                metrics = days[bucket] = [0, 0, 0, 0]
+                dues = [(bucket + 7) * DAY_MS, (bucket + 30) * DAY_MS]
+                opened = dues if opened is None else opened + dues
+            if slot is not None:
+                metrics[slot] += count
+            metrics[3] += 1
         return opened
 
     def sums(self, window: str, clock_ms: int) -> list[int]:

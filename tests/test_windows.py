@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.settings import parse_periods
-from streams.windows import ROLLING, DecaySchedule, WindowedCounts, Windows
+from streams.windows import ROLLING, DecaySchedule, WindowedCounts, Windows, bucket_floors
 from tests.reference import in_window
 
 T0 = 1_700_000_000_000
@@ -40,7 +40,8 @@ def test_every_window_matches_a_brute_force_sum(step_list):
     for batch, advance in step_list:
         for offset, kind, count in batch:
             ts = clock + offset
-            counts.add(SLOTS[kind], count, ts, WINDOWS.fixed_containing(ts), clock)
+            counts.add(SLOTS[kind], count, ts, WINDOWS.fixed_containing(ts),
+                       bucket_floors(clock))
             seen.append((ts, kind, count))
         clock += advance
         if advance % 2:
@@ -59,7 +60,7 @@ def test_the_schedule_names_every_account_whose_sums_change(batch, advance):
     schedule = DecaySchedule()
     for offset, kind, count in batch:
         ts = T0 + offset
-        schedule.add_all(counts.add(SLOTS[kind], count, ts, (), T0), "acct")
+        schedule.add_all(counts.add(SLOTS[kind], count, ts, (), bucket_floors(T0)) or (), "acct")
     checkpoints = sorted({T0, T0 + advance, *(t for t in counts.due_times(T0)
                                               if t <= T0 + advance)})
     before = {w.id: counts.sums(w.id, T0) for w in ROLLING}
@@ -81,8 +82,8 @@ def test_window_boundaries_are_whole_units():
     minute_start = clock // 60_000 * 60_000
     counts = WindowedCounts()
     oldest_in = minute_start - 59 * 60_000  # the oldest minute still in `1h`
-    counts.add(0, 1, oldest_in, (), clock)
-    counts.add(0, 10, oldest_in - 1, (), clock)  # the minute before: out of `1h`
+    counts.add(0, 1, oldest_in, (), bucket_floors(clock))
+    counts.add(0, 10, oldest_in - 1, (), bucket_floors(clock))  # the minute before: out of `1h`
     assert counts.sums("1h", clock)[0] == 1
     assert counts.sums("1h", minute_start + 60_000 - 1)[0] == 1
     assert counts.sums("1h", minute_start + 60_000)[0] == 0, "leaves at the next minute"
