@@ -109,6 +109,8 @@ def main() -> int:
     for i in range(args.runs):
         for k, code in enumerate(codes):
             app_id = f"{name}-{i}-{k}"
+            asyncio.run(create_topics(settings.bootstrap_servers,
+                                      Topics(settings.topic_prefix, app_id), settings.partitions))
             env = {**os.environ, "RANKFLOW_APP_ID": app_id, "RANKFLOW_PREFIX": f"{app_id}:",
                    "PYTHONPATH": str(code)}
             run = run_worker(env, args.events, f"{app_id}:", client)
