@@ -15,7 +15,9 @@ import json
 import statistics
 import sys
 import time
+from array import array
 from collections.abc import Iterable
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from streams.ingest import partition_for
 from streams.simulate import SimulatedPlatform
 from streams.state import AccountState
 from streams.topics import Topics
-from streams.windows import Windows
+from streams.windows import RECORD, Windows
 
 HERE = Path(__file__).resolve().parent
 DAY = 86_400_000
@@ -51,6 +53,8 @@ def deep_size(obj: Any, seen: set[int] | None = None) -> int:
     size = sys.getsizeof(obj)
     if isinstance(obj, dict):
         size += sum(deep_size(k, seen) + deep_size(v, seen) for k, v in obj.items())
+    elif isinstance(obj, array):
+        pass  # getsizeof counts an array's buffer
     elif isinstance(obj, list | tuple | set):
         size += sum(deep_size(v, seen) for v in obj)
     elif hasattr(obj, "__slots__"):
@@ -61,16 +65,18 @@ def deep_size(obj: Any, seen: set[int] | None = None) -> int:
 
 def batches(platform: SimulatedPlatform, n: int, size: int, partitions: int,
             topics: Topics) -> Iterable[tuple[dict[tuple[str, int], list[Record]], int]]:
+    """Profiles, then the events, in batches as Kafka would deliver them."""
     offsets: dict[tuple[str, int], int] = {}
     batch: dict[tuple[str, int], list[Record]] = {}
     clock = 0
-    for i, message in enumerate(platform.events(n), 1):
+    for i, message in enumerate(chain(platform.profiles(), platform.events(n)), 1):
         assert message.key is not None
-        topic = topics.event(message.kind)  # type: ignore[arg-type]
+        topic = topics.accounts if message.kind == "accounts" else \
+            topics.event(message.kind)  # type: ignore[arg-type]
         tp = (topic, partition_for(message.key.decode(), partitions))
         offset = offsets.get(tp, 0)
         offsets[tp] = offset + 1
-        ts = platform.start_ms + int((i - 1) * platform.step_ms)
+        ts = platform.start_ms + int(max(0, i - 1 - platform.accounts) * platform.step_ms)
         batch.setdefault(tp, []).append(Record(topic, tp[1], offset, message.key,
                                                message.value, ts))
         if i % size == 0:
@@ -101,7 +107,7 @@ def main() -> int:
     platform = SimulatedPlatform(seed=1, accounts=args.accounts, start_ms=start,
                                  step_ms=args.days * DAY / args.events, unkeyed_share=0.0)
     clock = start
-    with tqdm(total=args.events, unit="event") as bar:
+    with tqdm(total=args.events + args.accounts, unit="msg") as bar:
         for batch, _ in batches(platform, args.events, 20_000, args.partitions, topics):
             aggregator.process(batch, clock)
             clock = max(r.header.clock for r in runtimes.values())
@@ -110,10 +116,10 @@ def main() -> int:
         state.prune(clock)
     records = [len(state.encode()) for state in accounts.values()]
     memory = [deep_size(state) for state in accounts.values()]
-    buckets = [sum(len(b) for b in s.counts.buckets) for s in accounts.values()]
+    buckets = [len(s.counts.data) // RECORD for s in accounts.values()]
     results = {
         "accounts_simulated": args.accounts,
-        "accounts_with_events": len(accounts),
+        "accounts_with_state": len(accounts),
         "events": args.events,
         "days": args.days,
         "record_bytes_mean": round(statistics.mean(records), 1),

@@ -14,6 +14,8 @@ twice, whatever the order in which the records reached the broker.
 
 from __future__ import annotations
 
+import sys
+from array import array
 from dataclasses import dataclass, field
 
 import orjson
@@ -52,7 +54,7 @@ class AccountState:
     counts: WindowedCounts = field(default_factory=WindowedCounts)
     #: campaign -> the account's campaign-tagged counts
     campaigns: dict[str, WindowedCounts] = field(default_factory=dict)
-    applied: list[int] = field(default_factory=lambda: [-1] * N_SLOTS)
+    applied: array[int] = field(default_factory=lambda: array("q", [-1] * N_SLOTS))
 
     @property
     def listed(self) -> bool:
@@ -67,7 +69,7 @@ class AccountState:
     def fans(self) -> int:
         return (self.profile.fans if self.profile else 0) + self.follows
 
-    def add(self, kind: str, count: int, ts: int, fixed: tuple[str, ...], campaign: str | None,
+    def add(self, kind: str, count: int, ts: int, fixed: tuple[int, ...], campaign: str | None,
             floors: tuple[int, int, int]) -> list[int] | None:
         """Count one event; returns the due times of the buckets it opened, if any."""
         if kind == "follow":
@@ -105,17 +107,20 @@ class AccountState:
             self.follows,
             self.counts.to_list(),
             {name: counts.to_list() for name, counts in self.campaigns.items()},
-            self.applied,
+            self.applied.tolist(),
         ])
 
     @classmethod
     def decode(cls, data: bytes) -> AccountState:
         (_v, account_id, partition, profile, seen, follows, counts, campaigns,
          applied) = orjson.loads(data)
-        return cls(account_id, partition, AccountProfile(*profile) if profile else None,
-                   seen, follows, WindowedCounts.from_list(counts),
-                   {name: WindowedCounts.from_list(c) for name, c in campaigns.items()},
-                   applied)
+        if profile:  # categories repeat across accounts: keep one copy of each
+            profile = AccountProfile(profile[0], sys.intern(profile[1]), profile[2])
+        return cls(account_id, partition, profile, seen, follows,
+                   WindowedCounts.from_list(counts),
+                   {sys.intern(name): WindowedCounts.from_list(c)
+                    for name, c in campaigns.items()},
+                   array("q", applied))
 
 
 @dataclass(slots=True)

@@ -14,10 +14,12 @@ Metric lists everywhere are `[views, likes, uploads, events]`.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
 
 from streams.settings import DAY_MS, Period
 
@@ -55,8 +57,10 @@ ROLLING: tuple[Rolling, ...] = (
     Rolling("7d", DAY_MS, 7, 2),
     Rolling("30d", DAY_MS, 30, 2),
 )
-#: per resolution: bucket length, and the longest span that reads it (buckets older go)
-RESOLUTIONS: tuple[tuple[int, int], ...] = ((MINUTE_MS, 60), (HOUR_MS, 24), (DAY_MS, 30))
+#: per resolution (minute, hour, day): bucket length, and the spans of the windows on it
+#: (longest last)
+UNITS = (MINUTE_MS, HOUR_MS, DAY_MS)
+SPANS = ((60,), (24,), (7, 30))
 ROLLING_BY_ID = {r.id: r for r in ROLLING}
 
 
@@ -81,11 +85,12 @@ class Windows:
                 return period.days
         raise KeyError(window)
 
-    def fixed_containing(self, ts: int) -> tuple[str, ...]:
-        """The fixed windows an event at `ts` counts in (`all` and matching periods)."""
+    def fixed_containing(self, ts: int) -> tuple[int, ...]:
+        """Keys of the fixed windows an event at `ts` counts in (`all`, matching periods)."""
         if not self.periods:
-            return (ALL,)
-        return (ALL, *(p.name for p in self.periods if p.start_ms <= ts < p.end_ms))
+            return (0,)
+        return (0, *(fixed_key(p.name) for p in self.periods if p.start_ms <= ts < p.end_ms))
+
 
 
 def bucket_floors(clock_ms: int) -> tuple[int, int, int]:
@@ -93,115 +98,133 @@ def bucket_floors(clock_ms: int) -> tuple[int, int, int]:
     return clock_ms // MINUTE_MS - 60, clock_ms // HOUR_MS - 24, clock_ms // DAY_MS - 30
 
 
-def _empty() -> list[int]:
-    return [0, 0, 0, 0]
+#: ints per record: [resolution, bucket, views, likes, uploads, events]
+RECORD = 6
+#: the resolution code of a fixed window's running total (its "bucket" is `fixed_key`)
+FIXED = 3
+
+
+@lru_cache(maxsize=256)
+def fixed_key(window: str) -> int:
+    """A stable number for a fixed window: 0 for `all`, a 62-bit hash of a period's name."""
+    if window == ALL:
+        return 0
+    return int.from_bytes(hashlib.blake2b(window.encode(), digest_size=8).digest()) >> 2
 
 
 @dataclass(slots=True)
 class WindowedCounts:
-    """Counts of one account (or one account's campaign) in every window."""
+    """Counts of one account (or one account's campaign) in every window.
 
-    #: fixed window id -> running metrics
-    fixed: dict[str, list[int]] = field(default_factory=dict)
-    #: per resolution (minute, hour, day): bucket number -> metrics
-    buckets: tuple[dict[int, list[int]], ...] = field(default_factory=lambda: ({}, {}, {}))
+    Everything lives in one flat array of 64-bit ints, six per record: the running
+    totals of the fixed windows (resolution FIXED), then the minute, hour and day
+    buckets in the order they were opened. About 48 bytes a record, where dicts of
+    lists took a few hundred. Events mostly arrive in time order, so an event's bucket
+    is found by a short scan from the end, and the fixed totals by one from the start.
+    """
 
-    def add(self, slot: int | None, count: int, ts: int, fixed: tuple[str, ...],
+    data: array[int] = field(default_factory=lambda: array("q"))
+
+    def add(self, slot: int | None, count: int, ts: int, fixed: tuple[int, ...],
             floors: tuple[int, int, int]) -> list[int] | None:
         """Count one event; `slot` is VIEWS, LIKES, UPLOADS or None (follows).
 
-        `floors` (from `bucket_floors(clock)`) are the newest minute, hour and day that
-        no window reads any more: such buckets are not kept. Returns the due times of
-        the buckets this event opened (when to re-score the account), or None. This is
-        the hot path: one dict lookup per resolution.
+        `fixed` are the keys of the fixed windows containing the event
+        (`Windows.fixed_containing`). `floors` (from `bucket_floors(clock)`) are the
+        newest minute, hour and day that no window reads any more: such buckets are not
+        kept. Returns the due times of the buckets this event opened (when to re-score
+        the account), or None.
         """
-        for window in fixed:
-            metrics = self.fixed.get(window)
-            if metrics is None:
-                metrics = self.fixed[window] = [0, 0, 0, 0]
+        data = self.data
+        for key in fixed:
+            at = self._find_fixed(key)
+            if at < 0:
+                at = len(data)
+                data.extend((FIXED, key, 0, 0, 0, 0))
             if slot is not None:
-                metrics[slot] += count
-            metrics[3] += 1
+                data[at + 2 + slot] += count
+            data[at + 5] += 1
         opened = None
-        minutes, hours, days = self.buckets
-        bucket = ts // MINUTE_MS
-        if bucket > floors[0]:
-            metrics = minutes.get(bucket)
-            if metrics is None:
-                metrics = minutes[bucket] = [0, 0, 0, 0]
-                opened = [(bucket + 60) * MINUTE_MS]
+        for resolution in (0, 1, 2):
+            unit_ms = UNITS[resolution]
+            bucket = ts // unit_ms
+            if bucket <= floors[resolution]:
+                continue
+            at = self._find_bucket(resolution, bucket)
+            if at < 0:
+                at = len(data)
+                data.extend((resolution, bucket, 0, 0, 0, 0))
+                now_unit = floors[resolution] + SPANS[resolution][-1]
+                dues = [(bucket + span) * unit_ms for span in SPANS[resolution]
+                        if bucket + span > now_unit]  # not already out of that window
+                if dues:
+                    opened = dues if opened is None else opened + dues
             if slot is not None:
-                metrics[slot] += count
-            metrics[3] += 1
-        bucket = ts // HOUR_MS
-        if bucket > floors[1]:
-            metrics = hours.get(bucket)
-            if metrics is None:
-                metrics = hours[bucket] = [0, 0, 0, 0]
-                due = (bucket + 24) * HOUR_MS
-                opened = [due] if opened is None else [*opened, due]
-            if slot is not None:
-                metrics[slot] += count
-            metrics[3] += 1
-        bucket = ts // DAY_MS
-        if bucket > floors[2]:
-            metrics = days.get(bucket)
-            if metrics is None:
-                metrics = days[bucket] = [0, 0, 0, 0]
-                dues = [(bucket + 7) * DAY_MS, (bucket + 30) * DAY_MS]
-                opened = dues if opened is None else opened + dues
-            if slot is not None:
-                metrics[slot] += count
-            metrics[3] += 1
+                data[at + 2 + slot] += count
+            data[at + 5] += 1
         return opened
 
+    def _find_fixed(self, key: int) -> int:
+        data = self.data
+        for at in range(0, len(data), RECORD):
+            if data[at + 1] == key and data[at] == FIXED:
+                return at
+        return -1
+
+    def _find_bucket(self, resolution: int, bucket: int) -> int:
+        data = self.data
+        for at in range(len(data) - RECORD, -1, -RECORD):
+            if data[at + 1] == bucket and data[at] == resolution:
+                return at
+        return -1
+
     def sums(self, window: str, clock_ms: int) -> list[int]:
-        """The window's metrics at this clock."""
+        """The window's metrics at this clock: [views, likes, uploads, events]."""
+        data = self.data
         rolling = ROLLING_BY_ID.get(window)
         if rolling is None:
-            return list(self.fixed.get(window) or _empty())
-        total = _empty()
+            at = self._find_fixed(fixed_key(window))
+            return [0, 0, 0, 0] if at < 0 else data[at + 2:at + 6].tolist()
+        total = [0, 0, 0, 0]
         floor = clock_ms // rolling.unit_ms - rolling.span
-        for bucket, metrics in self.buckets[rolling.resolution].items():
-            if bucket > floor:
-                total[0] += metrics[0]
-                total[1] += metrics[1]
-                total[2] += metrics[2]
-                total[3] += metrics[3]
+        resolution = rolling.resolution
+        for at in range(0, len(data), RECORD):
+            if data[at] == resolution and data[at + 1] > floor:
+                total[0] += data[at + 2]
+                total[1] += data[at + 3]
+                total[2] += data[at + 4]
+                total[3] += data[at + 5]
         return total
 
     def prune(self, clock_ms: int) -> None:
         """Drop buckets no window will read again (the clock only moves forward)."""
-        for resolution, (unit_ms, span) in enumerate(RESOLUTIONS):
-            buckets = self.buckets[resolution]
-            floor = clock_ms // unit_ms - span
-            for bucket in [b for b in buckets if b <= floor]:
-                del buckets[bucket]
+        floors = (*bucket_floors(clock_ms), -1)  # fixed totals always stay
+        data = self.data
+        kept = array("q")
+        for at in range(0, len(data), RECORD):
+            if data[at + 1] > floors[data[at]]:
+                kept.extend(data[at:at + RECORD])
+        if len(kept) != len(data):
+            self.data = kept
 
     def due_times(self, clock_ms: int) -> Iterator[int]:
         """Every future time at which one of these buckets leaves a window."""
-        for rolling in ROLLING:
-            for bucket in self.buckets[rolling.resolution]:
-                due = rolling.due_ms(bucket)
+        data = self.data
+        for at in range(0, len(data), RECORD):
+            resolution, bucket = data[at], data[at + 1]
+            if resolution == FIXED:
+                continue
+            for span in SPANS[resolution]:
+                due = (bucket + span) * UNITS[resolution]
                 if due > clock_ms:
                     yield due
 
-    def to_list(self) -> list[object]:
-        flat = []
-        for buckets in self.buckets:
-            row: list[int] = []
-            for bucket, metrics in buckets.items():
-                row.append(bucket)
-                row.extend(metrics)
-            flat.append(row)
-        return [self.fixed, flat]
+    def to_list(self) -> list[int]:
+        return self.data.tolist()
 
     @classmethod
-    def from_list(cls, data: list[Any]) -> WindowedCounts:
-        fixed, flat = data
-        buckets = tuple({row[i]: row[i + 1:i + 5] for i in range(0, len(row), 5)}
-                        for row in flat)
-        return cls(fixed, buckets)
+    def from_list(cls, data: list[int]) -> WindowedCounts:
+        return cls(array("q", data))
 
 
 @dataclass(slots=True)
