@@ -65,6 +65,17 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from streams.api.app import create_api
+
+    log.info("read API on http://%s:%d/", settings.api_host, settings.api_port)
+    uvicorn.run(create_api(settings), host=settings.api_host, port=settings.api_port,
+                log_level="warning", access_log=False)
+    return 0
+
+
 def _start_ms(text: str | None) -> int:
     if text is None:
         return int(time.time() * 1000) - 2 * 86_400_000
@@ -157,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=cmd_dev)
     sub.add_parser("topics", help="create the topics (idempotent)").set_defaults(func=cmd_topics)
     sub.add_parser("worker", help="run one stream worker").set_defaults(func=cmd_worker)
+    sub.add_parser("api", help="run the read API and the live page").set_defaults(func=cmd_api)
     sim = sub.add_parser("simulate", help="produce realistic events")
     sim.add_argument("--accounts", type=int, default=1000)
     sim.add_argument("--events", type=int, help="a fixed replay of N events")

@@ -71,6 +71,16 @@ class RedisKeys:
     def meta_parts(self) -> str:
         return f"{self.prefix}meta:partitions"
 
+    @property
+    def categories(self) -> str:
+        """Set of every category that has a board (for readers listing boards)."""
+        return f"{self.prefix}categories"
+
+    @property
+    def campaigns(self) -> str:
+        """Set of every campaign that has a board."""
+        return f"{self.prefix}campaigns"
+
 
 @dataclass(frozen=True, slots=True)
 class BoardUpdate:
@@ -129,6 +139,12 @@ class RedisBoardWriter:
         for view in views:
             self._account(pipe, boards, view, listed_as.get(view.account_id))
         boards.send(pipe)
+        categories = {v.category for v in views if v.listed}
+        if categories:
+            pipe.sadd(self.keys.categories, *categories)
+        campaigns = {c for v in views for c in v.campaigns}
+        if campaigns:
+            pipe.sadd(self.keys.campaigns, *campaigns)
         for (partition, campaign), totals in update.campaigns.items():
             await self._campaign_totals(pipe, partition, campaign, totals)
         for partition, (events, dlq) in update.partitions.items():

@@ -1,0 +1,1 @@
+"""The read side: HTTP API over Redis and the live page."""

@@ -1,0 +1,175 @@
+"""`rankflow api`: the read API of contract §5 over Redis, and the live page.
+
+Reads Redis only, so it scales apart from the workers. Every bad parameter gets a 4xx
+with a JSON body (`{"error": ..., "detail": ...}`); Redis being away is a 503.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib.resources import files
+from typing import Annotated, Any
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from schemas.events import ID_PATTERN
+from streams.api.models import Account, Around, Campaign, Error, Health, Leaderboard
+from streams.api.reader import BoardReader
+from streams.settings import Settings
+from streams.sink import RedisKeys
+from streams.windows import Windows
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Error}, 404: {"model": Error}, 422: {"model": Error}, 503: {"model": Error}}
+Identifier = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=64)]
+
+
+class ApiMetrics:
+    """The API's own Prometheus metrics, plus the pipeline's figures read from Redis."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("rankflow_api_requests", "API requests",
+                                ["route", "status"], registry=self.registry)
+        self.latency = Histogram("rankflow_api_request_seconds", "API request latency",
+                                 ["route"], registry=self.registry,
+                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1))
+        self.events = Gauge("rankflow_events_counted", "events counted (rf:meta)",
+                            registry=self.registry)
+        self.dead = Gauge("rankflow_events_dead_lettered", "events dead-lettered (rf:meta)",
+                          registry=self.registry)
+        self.age = Gauge("rankflow_data_age_seconds", "seconds since a worker last wrote",
+                         registry=self.registry)
+
+
+def parse_board(board: str) -> str:
+    """`all`, `cat:{category}` or `campaign:{campaign}`; anything else is a 400."""
+    kind, _, name = board.partition(":")
+    if board == "all" or (kind in ("cat", "campaign") and ID_PATTERN.fullmatch(name)):
+        return board
+    raise HTTPException(400, f"board must be all, cat:{{category}} or campaign:{{campaign}}, "
+                             f"not {board[:80]!r}")
+
+
+def create_api(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
+    windows = Windows(settings.named_periods)
+    keys = RedisKeys(settings.prefix)
+    client = client or aioredis.from_url(settings.redis, decode_responses=True)
+    reader = BoardReader(client, keys, windows)
+    metrics = ApiMetrics()
+    api = FastAPI(title="rankflow", version="1",
+                  description="Live influence leaderboards of short-video accounts.")
+
+    def check_window(window: str) -> str:
+        if window not in windows.ids:
+            raise HTTPException(400, f"window must be one of {', '.join(windows.ids)}, "
+                                     f"not {window[:80]!r}")
+        return window
+
+    @api.middleware("http")
+    async def measure(request: Request, call_next):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        response: Response = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        metrics.requests.labels(name, str(response.status_code)).inc()
+        metrics.latency.labels(name).observe(time.perf_counter() - started)
+        return response
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [{"where": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                  for e in exc.errors()]
+        return JSONResponse({"error": "invalid parameters", "detail": detail},
+                            status_code=422)
+
+    @api.exception_handler(aioredis.RedisError)
+    async def redis_away(request: Request, exc: aioredis.RedisError) -> JSONResponse:
+        return JSONResponse({"error": f"redis unavailable: {type(exc).__name__}"},
+                            status_code=503)
+
+    @api.get("/api/leaderboard", response_model=Leaderboard, responses=ERRORS)
+    async def leaderboard(
+        window: Annotated[str, Query(max_length=64)] = "24h",
+        board: Annotated[str, Query(max_length=140)] = "all",
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> Leaderboard:
+        return await reader.leaderboard(check_window(window), parse_board(board), offset,
+                                        limit)
+
+    @api.get("/api/leaderboard/around", response_model=Around, responses=ERRORS)
+    async def around(
+        account_id: Annotated[str, Query(pattern=ID_PATTERN.pattern, max_length=64)],
+        window: Annotated[str, Query(max_length=64)] = "24h",
+        board: Annotated[str, Query(max_length=140)] = "all",
+        radius: Annotated[int, Query(ge=0, le=50)] = 5,
+    ) -> Around:
+        found = await reader.around(check_window(window), parse_board(board), account_id,
+                                    radius)
+        if found is None:
+            raise HTTPException(404, f"{account_id} is not on {board} in {window}")
+        return found
+
+    @api.get("/api/accounts/{account_id}", response_model=Account, responses=ERRORS)
+    async def account(account_id: Identifier) -> Account:
+        found = await reader.account(account_id)
+        if found is None:
+            raise HTTPException(404, f"no account {account_id}")
+        return found
+
+    @api.get("/api/campaigns/{campaign}", response_model=Campaign, responses=ERRORS)
+    async def campaign(campaign: Identifier,
+                       top: Annotated[int, Query(ge=1, le=100)] = 10) -> Campaign:
+        found = await reader.campaign(campaign, top)
+        if found is None:
+            raise HTTPException(404, f"no campaign {campaign}")
+        return found
+
+    @api.get("/api/boards", responses=ERRORS)
+    async def boards() -> dict[str, list[str]]:
+        """The windows, and the boards that exist now (for pickers)."""
+        categories: list[str] = sorted(await client.smembers(keys.categories))  # type: ignore[arg-type]
+        campaigns: list[str] = sorted(await client.smembers(keys.campaigns))  # type: ignore[arg-type]
+        return {"windows": list(windows.ids),
+                "boards": ["all", *(f"cat:{c}" for c in categories),
+                           *(f"campaign:{c}" for c in campaigns)]}
+
+    @api.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+    async def healthz() -> Response:
+        try:
+            await client.ping()
+            meta = await client.hgetall(keys.meta)
+        except aioredis.RedisError:
+            return JSONResponse(Health(status="redis unavailable", redis=False).model_dump(),
+                                status_code=503)
+        updated = int(meta["updated_at"]) if meta.get("updated_at") else None
+        age = None if updated is None else max(0.0, time.time() - updated / 1000)
+        return JSONResponse(Health(status="ok", redis=True,
+                                   events=int(meta.get("events", 0)), updated_at=updated,
+                                   data_age_seconds=age).model_dump())
+
+    @api.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> PlainTextResponse:
+        meta = await client.hgetall(keys.meta)
+        metrics.events.set(int(meta.get("events", 0)))
+        metrics.dead.set(int(meta.get("dlq", 0)))
+        if meta.get("updated_at"):
+            metrics.age.set(max(0.0, time.time() - int(meta["updated_at"]) / 1000))
+        return PlainTextResponse(generate_latest(metrics.registry).decode(),
+                                 media_type="text/plain; version=0.0.4")
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(files("streams.api").joinpath("page.html").read_text("utf-8"))
+
+    return api

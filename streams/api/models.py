@@ -1,0 +1,86 @@
+"""Response models of the read API (contract §5)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Entry(BaseModel):
+    """One account on a board; ties share a rank (competition ranking: 1, 1, 3)."""
+
+    rank: int = Field(ge=1)
+    account_id: str
+    name: str | None
+    category: str | None
+    score: float
+    views: int
+    likes: int
+    fans: int
+    uploads: int
+
+
+class Leaderboard(BaseModel):
+    window: str
+    board: str
+    total: int = Field(description="accounts on the board")
+    offset: int
+    limit: int
+    entries: list[Entry]
+
+
+class Around(BaseModel):
+    window: str
+    board: str
+    account_id: str
+    rank: int
+    total: int
+    entries: list[Entry]
+
+
+class WindowMetrics(BaseModel):
+    views: int
+    likes: int
+    uploads: int
+    index: float
+
+
+class BoardRank(BaseModel):
+    window: str
+    board: str
+    rank: int
+    score: float
+
+
+class Account(BaseModel):
+    account_id: str
+    name: str | None
+    category: str | None
+    fans: int
+    windows: dict[str, WindowMetrics]
+    ranks: list[BoardRank]
+
+
+class CampaignWindow(BaseModel):
+    views: int
+    likes: int
+    uploads: int
+    accounts: int
+    top: list[Entry]
+
+
+class Campaign(BaseModel):
+    campaign: str
+    windows: dict[str, CampaignWindow]
+
+
+class Health(BaseModel):
+    status: str
+    redis: bool
+    events: int | None = None
+    updated_at: int | None = Field(default=None, description="ms of the last worker write")
+    data_age_seconds: float | None = None
+
+
+class Error(BaseModel):
+    error: str
+    detail: object | None = None

@@ -1,0 +1,145 @@
+"""Reads boards, accounts and campaigns from the Redis layout of contract §4.
+
+Read-only: the API scales apart from the workers and never writes. Ranks are
+competition ranks: 1 + the number of members with a strictly greater score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from streams.api.models import (
+    Account,
+    Around,
+    BoardRank,
+    Campaign,
+    CampaignWindow,
+    Entry,
+    Leaderboard,
+    WindowMetrics,
+)
+from streams.sink import RedisKeys
+from streams.windows import Windows
+
+#: hash fields read for an entry, before the per-window ones
+ENTRY_FIELDS = ("name", "category", "fans")
+
+
+def competition_ranks(scores: Sequence[float], first_rank: int, offset: int) -> list[int]:
+    """Ranks of a page of descending scores starting at position `offset` of its board.
+
+    `first_rank` is the first entry's rank (it may tie with members above the page).
+    Past a drop in score, every member before scores strictly higher: rank = position + 1.
+    """
+    ranks: list[int] = []
+    for i, score in enumerate(scores):
+        if i == 0:
+            ranks.append(first_rank)
+        elif score == scores[i - 1]:
+            ranks.append(ranks[-1])
+        else:
+            ranks.append(offset + i + 1)
+    return ranks
+
+
+class BoardReader:
+    def __init__(self, client: aioredis.Redis, keys: RedisKeys, windows: Windows) -> None:
+        self.client = client
+        self.keys = keys
+        self.windows = windows
+
+    async def _entries(self, window: str, members: list[tuple[str, float]], first_rank: int,
+                       offset: int) -> list[Entry]:
+        if not members:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        fields = (*ENTRY_FIELDS, f"{window}.views", f"{window}.likes", f"{window}.uploads")
+        for account_id, _ in members:
+            pipe.hmget(self.keys.account(account_id), fields)
+        rows = await pipe.execute()
+        ranks = competition_ranks([score for _, score in members], first_rank, offset)
+        return [
+            Entry(rank=rank, account_id=account_id, name=name, category=category, score=score,
+                  fans=int(fans or 0), views=int(views or 0), likes=int(likes or 0),
+                  uploads=int(uploads or 0))
+            for (account_id, score), rank, (name, category, fans, views, likes, uploads)
+            in zip(members, ranks, rows, strict=True)
+        ]
+
+    async def _rank_of_score(self, key: str, score: float) -> int:
+        return int(await self.client.zcount(key, f"({score!r}", "+inf")) + 1
+
+    async def leaderboard(self, window: str, board: str, offset: int, limit: int
+                          ) -> Leaderboard:
+        key = self.keys.board(window, board)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcard(key)
+        pipe.zrevrange(key, offset, offset + limit - 1, withscores=True)
+        total: int
+        members: list[tuple[str, float]]
+        total, members = await pipe.execute()
+        first = await self._rank_of_score(key, members[0][1]) if members else offset + 1
+        entries = await self._entries(window, members, first, offset)
+        return Leaderboard(window=window, board=board, total=total, offset=offset, limit=limit,
+                           entries=entries)
+
+    async def around(self, window: str, board: str, account_id: str, radius: int
+                     ) -> Around | None:
+        key = self.keys.board(window, board)
+        position: int | None = await self.client.zrevrank(key, account_id)  # type: ignore[assignment]
+        if position is None:
+            return None
+        start = max(0, position - radius)
+        page = await self.leaderboard(window, board, start, position - start + radius + 1)
+        own = next(e.rank for e in page.entries if e.account_id == account_id)
+        return Around(window=window, board=board, account_id=account_id, rank=own,
+                      total=page.total, entries=page.entries)
+
+    async def account(self, account_id: str) -> Account | None:
+        data: dict[str, str] = await self.client.hgetall(  # type: ignore[assignment]
+            self.keys.account(account_id))
+        if not data:
+            return None
+        windows = {
+            w: WindowMetrics(views=int(data.get(f"{w}.views", 0)),
+                             likes=int(data.get(f"{w}.likes", 0)),
+                             uploads=int(data.get(f"{w}.uploads", 0)),
+                             index=float(data.get(f"{w}.index", 0.0)))
+            for w in self.windows.ids
+        }
+        boards = ["all"]
+        if data.get("category"):
+            boards.append(f"cat:{data['category']}")
+        campaigns: set[str] = await self.client.smembers(self.keys.campaigns)  # type: ignore[assignment]
+        boards += [f"campaign:{c}" for c in sorted(campaigns)]
+        pipe = self.client.pipeline(transaction=False)
+        pairs = [(w, b) for w in self.windows.ids for b in boards]
+        for window, board in pairs:
+            pipe.zscore(self.keys.board(window, board), account_id)
+        scores = await pipe.execute()
+        ranks = []
+        for (window, board), score in zip(pairs, scores, strict=True):
+            if score is not None:
+                rank = await self._rank_of_score(self.keys.board(window, board), score)
+                ranks.append(BoardRank(window=window, board=board, rank=rank, score=score))
+        return Account(account_id=account_id, name=data.get("name"),
+                       category=data.get("category"), fans=int(data.get("fans", 0)),
+                       windows=windows, ranks=ranks)
+
+    async def campaign(self, campaign: str, top: int) -> Campaign | None:
+        data: dict[str, str] = await self.client.hgetall(  # type: ignore[assignment]
+            self.keys.campaign(campaign))
+        if not data:
+            return None
+        windows = {}
+        for window in self.windows.ids:
+            board = await self.leaderboard(window, f"campaign:{campaign}", 0, top)
+            windows[window] = CampaignWindow(
+                views=int(data.get(f"{window}.views", 0)),
+                likes=int(data.get(f"{window}.likes", 0)),
+                uploads=int(data.get(f"{window}.uploads", 0)),
+                accounts=int(data.get(f"{window}.accounts", 0)),
+                top=board.entries)
+        return Campaign(campaign=campaign, windows=windows)
