@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install demo test unit integration lint typecheck bench clean dev-up dev-down
+.PHONY: install demo test unit integration lint typecheck bench clean dev-up dev-down browser
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,7 +32,13 @@ integration: install
 	$(BIN)/rankflow dev up
 	$(BIN)/pytest -m integration
 
-test: install lint
+# Debian's Chromium for the browser test (Playwright drives it; it downloads no browser).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium missing: the browser test will be skipped (apt-get install chromium)"
+
+test: install lint browser
 	$(BIN)/rankflow dev up
 	$(BIN)/pytest
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import orjson
 import redis.asyncio as aioredis
 
 from streams.scoring import AccountView
@@ -45,14 +46,22 @@ return #all
 """
 
 
+#: notices kept in the change stream (about 10 minutes at several batches a second)
+CHANGES_KEPT = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class RedisKeys:
     """The key names of contract §4 under a prefix."""
 
     prefix: str = "rf:"
 
+    @property
+    def boards_prefix(self) -> str:
+        return f"{self.prefix}lb:"
+
     def board(self, window: str, board: str) -> str:
-        return f"{self.prefix}lb:{window}:{board}"
+        return f"{self.boards_prefix}{window}:{board}"
 
     def account(self, account_id: str) -> str:
         return f"{self.prefix}acct:{account_id}"
@@ -70,6 +79,11 @@ class RedisKeys:
     @property
     def meta_parts(self) -> str:
         return f"{self.prefix}meta:partitions"
+
+    @property
+    def changes(self) -> str:
+        """Stream of board-change notices (XADD per write), read by the API's live feed."""
+        return f"{self.prefix}changes"
 
     @property
     def categories(self) -> str:
@@ -113,6 +127,10 @@ class BoardChanges:
     def remove(self, key: str, member: str) -> None:
         self.removes.setdefault(key, []).append(member)
 
+    def changed(self, prefix_length: int) -> list[str]:
+        """The boards touched, as `window:board` (their keys without the `lb:` prefix)."""
+        return sorted(key[prefix_length:] for key in self.adds.keys() | self.removes.keys())
+
     def send(self, pipe: aioredis.client.Pipeline) -> None:
         for key, gone in self.removes.items():
             pipe.zrem(key, *gone)
@@ -145,6 +163,12 @@ class RedisBoardWriter:
         campaigns = {c for v in views for c in v.campaigns}
         if campaigns:
             pipe.sadd(self.keys.campaigns, *campaigns)
+        changed = boards.changed(len(self.keys.boards_prefix))
+        if changed:
+            notice = orjson.dumps({"clock": update.clock_ms, "accounts": len(views),
+                                   "boards": changed})
+            pipe.xadd(self.keys.changes, {"notice": notice}, maxlen=CHANGES_KEPT,
+                      approximate=True)
         for (partition, campaign), totals in update.campaigns.items():
             await self._campaign_totals(pipe, partition, campaign, totals)
         for partition, (events, dlq) in update.partitions.items():

@@ -6,18 +6,28 @@ with a JSON body (`{"error": ..., "detail": ...}`); Redis being away is a 503.
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Annotated, Any
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi import FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.events import ID_PATTERN
+from streams.api.feed import ChangeFeed
 from streams.api.models import Account, Around, Campaign, Error, Health, Leaderboard
 from streams.api.reader import BoardReader
 from streams.settings import Settings
@@ -27,6 +37,7 @@ from streams.windows import Windows
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Error}, 404: {"model": Error}, 422: {"model": Error}, 503: {"model": Error}}
 Identifier = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=64)]
+STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
 
 class ApiMetrics:
@@ -61,8 +72,16 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     keys = RedisKeys(settings.prefix)
     client = client or aioredis.from_url(settings.redis, decode_responses=True)
     reader = BoardReader(client, keys, windows)
+    feed = ChangeFeed(client, keys.changes)
     metrics = ApiMetrics()
-    api = FastAPI(title="rankflow", version="1",
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        feed.start()
+        yield
+        await feed.stop()
+
+    api = FastAPI(title="rankflow", version="1", lifespan=lifespan,
                   description="Live influence leaderboards of short-video accounts.")
 
     def check_window(window: str) -> str:
@@ -143,6 +162,24 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
         return {"windows": list(windows.ids),
                 "boards": ["all", *(f"cat:{c}" for c in categories),
                            *(f"campaign:{c}" for c in campaigns)]}
+
+    @api.get("/api/stream", responses=ERRORS, response_class=StreamingResponse)
+    async def stream(
+        window: Annotated[str | None, Query(max_length=64)] = None,
+        board: Annotated[str | None, Query(max_length=140)] = None,
+        last_event_id: Annotated[str | None, Header(max_length=40)] = None,
+    ) -> StreamingResponse:
+        """Server-sent events: `change` (boards that changed), `reset` (refetch)."""
+        if window is not None:
+            check_window(window)
+        if board is not None:
+            parse_board(board)
+        if last_event_id is not None and not STREAM_ID.fullmatch(last_event_id):
+            raise HTTPException(400, "Last-Event-ID must be a stream id such as 1700000-0")
+        return StreamingResponse(feed.events(window, board, last_event_id),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache",
+                                          "X-Accel-Buffering": "no"})
 
     @api.get("/healthz", response_model=Health, responses={503: {"model": Health}})
     async def healthz() -> Response:

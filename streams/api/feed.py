@@ -1,0 +1,163 @@
+"""The live feed: board-change notices from Redis, fanned out to SSE clients.
+
+Workers XADD a notice to the `rf:changes` stream with every write. One reader task per
+API process follows the stream and hands each notice to every connected client's own
+bounded queue: a slow client loses its oldest notices (and is told to refetch), never
+holds up the others. Stream ids are the SSE event ids, so a client reconnecting with
+`Last-Event-ID` resumes from the stream itself, on any API process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import cast
+
+import orjson
+import redis.asyncio as aioredis
+
+log = logging.getLogger(__name__)
+#: stream entries as a decode_responses client returns them
+Entries = list[tuple[str, dict[str, str]]]
+
+#: notices a client may fall behind by before it is told to refetch
+CLIENT_QUEUE = 256
+HEARTBEAT_S = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    id: str
+    clock: int
+    boards: tuple[str, ...]  # "window:board"
+
+    def for_filter(self, window: str | None, board: str | None) -> list[str]:
+        return [b for b in self.boards
+                if (window is None or b.partition(":")[0] == window)
+                and (board is None or b.partition(":")[2] == board)]
+
+
+def parse_notice(entry_id: str, fields: dict[str, str]) -> Notice:
+    body = orjson.loads(fields["notice"])
+    return Notice(entry_id, int(body["clock"]), tuple(body["boards"]))
+
+
+@dataclass(eq=False)
+class Client:
+    window: str | None
+    board: str | None
+    queue: asyncio.Queue[Notice | None] = field(
+        default_factory=lambda: asyncio.Queue(CLIENT_QUEUE))
+    lagged: bool = False
+
+    def offer(self, notice: Notice) -> None:
+        if self.queue.full():
+            self.lagged = True
+            self.queue.get_nowait()
+        self.queue.put_nowait(notice)
+
+
+class ChangeFeed:
+    """Follows the change stream and fans it out to clients."""
+
+    def __init__(self, client: aioredis.Redis, stream: str) -> None:
+        self.client = client
+        self.stream = stream
+        self.clients: set[Client] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.last_id = "$"
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._follow())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _follow(self) -> None:
+        while self.last_id == "$":  # start after the newest notice, and never skip one
+            try:
+                newest = cast(Entries, await self.client.xrevrange(self.stream, count=1))
+                self.last_id = newest[0][0] if newest else "0-0"
+            except aioredis.RedisError as exc:
+                log.warning("change stream unavailable (%s); retrying", exc)
+                await asyncio.sleep(1)
+        while True:
+            try:
+                found = cast(list[tuple[str, Entries]], await self.client.xread(
+                    {self.stream: self.last_id}, block=5000, count=500))
+            except aioredis.RedisError as exc:
+                log.warning("change stream unavailable (%s); retrying", exc)
+                await asyncio.sleep(1)
+                continue
+            for _, entries in found or ():
+                for entry_id, fields in entries:
+                    self.last_id = entry_id
+                    notice = parse_notice(entry_id, fields)
+                    for client in list(self.clients):
+                        client.offer(notice)
+
+    async def missed(self, after: str) -> list[Notice] | None:
+        """Notices after `after`, or None when the stream no longer reaches back to it."""
+        first = cast(Entries, await self.client.xrange(self.stream, count=1))
+        if first and _id_key(first[0][0]) > _id_key(after):
+            return None
+        entries = cast(Entries, await self.client.xrange(self.stream, min=f"({after}",
+                                                          count=CLIENT_QUEUE))
+        return [parse_notice(i, f) for i, f in entries]
+
+    async def events(self, window: str | None, board: str | None,
+                     last_event_id: str | None) -> AsyncIterator[bytes]:
+        """The SSE byte stream of one client."""
+        client = Client(window, board)
+        self.clients.add(client)
+        try:
+            yield b"retry: 2000\n\n"
+            if last_event_id:
+                missed = await self.missed(last_event_id)
+                if missed is None:
+                    yield _event("reset", None, {"reason": "too far behind: refetch"})
+                else:
+                    for old in missed:
+                        chunk = _change(old, window, board)
+                        if chunk:
+                            yield chunk
+            while True:
+                try:
+                    notice = await asyncio.wait_for(client.queue.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                if notice is None:
+                    return
+                if client.lagged:
+                    client.lagged = False
+                    yield _event("reset", notice.id, {"reason": "client fell behind: refetch"})
+                    continue
+                chunk = _change(notice, window, board)
+                if chunk:
+                    yield chunk
+        finally:
+            self.clients.discard(client)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _event(kind: str, event_id: str | None, data: object) -> bytes:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {kind}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
+
+
+def _change(notice: Notice, window: str | None, board: str | None) -> bytes | None:
+    boards = notice.for_filter(window, board)
+    if not boards:
+        return None
+    return _event("change", notice.id, {"clock": notice.clock, "boards": boards})

@@ -1,0 +1,127 @@
+"""The live feed and the live page, end to end: a real worker, `rankflow api`, Chromium."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import orjson
+import pytest
+
+from streams.simulate import Message
+from tests.integration.conftest import ARTIFACTS
+
+NOW = int(time.time() * 1000)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def profile(account_id, fans):
+    return Message("accounts", account_id.encode(), orjson.dumps(
+        {"account_id": account_id, "name": f"账号 {account_id}", "category": "police",
+         "fans": fans}))
+
+
+def views(account_id, event_id, count):
+    return Message("view", account_id.encode(), orjson.dumps(
+        {"event_id": event_id, "account_id": account_id, "ts": NOW, "count": count}))
+
+
+@pytest.fixture
+def live(deploy):
+    d = deploy()
+    d.produce([profile(f"gov.{i}", 1000 * (i + 1)) for i in range(8)])
+    d.start_worker()
+    d.wait_counted(events=0, dead=0, timeout=60)
+    d.wait_for(lambda: d.redis.zcard(f"{d.prefix}lb:24h:all") == 8, 60, "8 accounts listed")
+    port = free_port()
+    log = (ARTIFACTS / f"{d.name}-api.log").open("wb")
+    api = subprocess.Popen([sys.executable, "-m", "streams.cli", "api"],
+                           env={**d.env, "RANKFLOW_API_PORT": str(port)}, stdout=log,
+                           stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            httpx.get(f"{url}/healthz", timeout=1)
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "rankflow api did not start"
+            time.sleep(0.2)
+    yield d, url
+    api.terminate()
+    api.wait(timeout=10)
+
+
+def read_events(response, want, timeout):
+    """SSE events (kind, id, data) from a streaming response until `want` or timeout."""
+    events, kind, event_id = [], None, None
+    deadline = time.monotonic() + timeout
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("id: "):
+            event_id = line[4:]
+        elif line.startswith("data: "):
+            events.append((kind, event_id, json.loads(line[6:])))
+            if len(events) >= want:
+                return events
+        if time.monotonic() > deadline:
+            break
+    return events
+
+
+def test_the_feed_announces_board_changes_and_resumes(live):
+    d, url = live
+    params = {"window": "24h", "board": "all"}
+    with httpx.stream("GET", f"{url}/api/stream", params=params, timeout=30) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        d.produce([views("gov.0", "v1", 5)])
+        (kind, first_id, data), = read_events(response, 1, 20)
+    assert kind == "change" and data["boards"] == ["24h:all"]
+    d.produce([views("gov.1", "v2", 5)])
+    d.wait_counted(events=2, dead=0)
+    headers = {"Last-Event-ID": first_id}
+    with httpx.stream("GET", f"{url}/api/stream", params=params, headers=headers,
+                      timeout=30) as response:
+        (kind, later_id, data), = read_events(response, 1, 10)
+    assert kind == "change" and later_id > first_id, "the missed change is replayed"
+    bad = httpx.get(f"{url}/api/stream", params={"window": "5m"})
+    assert bad.status_code == 400 and "error" in bad.json()
+
+
+def test_the_page_updates_live_in_chromium(live):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    d, url = live
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1200, "height": 700})
+        page.goto(url + "/")
+        page.wait_for_selector("#rows tr")
+        assert page.inner_text("#rows tr:first-child td:nth-child(3)") == "gov.7"
+        with ThreadPoolExecutor(1) as pool:  # playwright's own loop runs in this thread
+            pool.submit(d.produce, [views("gov.0", "big", 900_000)]).result()  # last to first
+        page.wait_for_function(
+            "document.querySelector('#rows tr td:nth-child(3)').textContent === 'gov.0'",
+            timeout=20_000)
+        assert "▲" in page.inner_text("#rows tr:first-child td:nth-child(2)")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "live-page.png"))
+        if os.environ.get("RANKFLOW_SCREENSHOT"):
+            page.screenshot(path=os.environ["RANKFLOW_SCREENSHOT"])
+        browser.close()
