@@ -35,6 +35,7 @@ from streams.aggregate import (
 )
 from streams.app import Wiring
 from streams.dedup import RecentEventIds
+from streams.metrics import SAMPLE_EVERY, WorkerMetrics
 from streams.scoring import account_view, scoring_config
 from streams.settings import Settings
 from streams.sink import BoardUpdate, RedisBoardWriter, RedisKeys
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: ids per dedup segment record (keeps each record far below Kafka's 1 MB default)
 SEGMENT_IDS = 5_000
+#: seconds between two publications of the worker's metrics
+METRICS_INTERVAL = 5.0
 #: seconds between decay ticks under the wall clock (boards decay within about this)
 DECAY_INTERVAL = 1.0
 T = TypeVar("T")
@@ -73,10 +76,7 @@ class BatchPipeline:
         self.lock = asyncio.Lock()
         self._last_write: asyncio.Future[None] | None = None
         self._event_clock_ms = 0
-        self.batches = 0
-        self.events = 0
-        self.records = 0
-        self.decayed = 0
+        self.metrics = WorkerMetrics()
         self._reported = (time.monotonic(), 0, 0, 0)
 
     def install(self) -> None:
@@ -87,6 +87,7 @@ class BatchPipeline:
         self.app.on_partitions_revoked.connect(self._forget)  # type: ignore[arg-type]
         if not self.event_clock:
             self.app.timer(interval=DECAY_INTERVAL)(self._tick)
+        self.app.timer(interval=METRICS_INTERVAL)(self._publish_metrics)
 
     async def _forget(self, app: Any, revoked: set[Any], **_: Any) -> None:
         for tp in revoked:
@@ -144,18 +145,43 @@ class BatchPipeline:
             partitions = result.partitions | {s.partition for s in decayed.values()}
             update = self._board_update(states.values(), result.profiles, partitions, clock,
                                         now_ms)
-            self.batches += 1
-            self.events += result.counted
-            self.records += sum(len(records) for records in batch.values())
+            metrics = self.metrics
+            metrics.batches += 1
+            metrics.events += result.counted
+            metrics.dead_letters += result.dead_lettered
+            metrics.records += sum(len(records) for records in batch.values())
+            self._track_lag(batch)
             self._report()
-            return self._then(self._write(outbound, changelog, update))
+            sample = [r.timestamp for records in batch.values()
+                      for r in records[::SAMPLE_EVERY]]
+            return self._then(self._write(outbound, changelog, update, sample))
 
     async def _write(self, outbound: list[Message], changelog: list[Message],
-                     update: BoardUpdate) -> None:
+                     update: BoardUpdate, produced_ms: list[int]) -> None:
         await self._retrying("sending dead letters and re-keyed events",
                              lambda: self._produce(outbound))
         await self._retrying("writing the changelog", lambda: self._produce(changelog))
         await self._retrying("writing Redis", lambda: self.writer.write(update))
+        self.metrics.observe_latency(produced_ms, int(time.time() * 1000))
+
+    def _track_lag(self, batch: RecordBatch) -> None:
+        """Messages behind the end of each partition, after this batch."""
+        consumer = self.app.consumer
+        for tp, records in batch.items():
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:  # not known yet (no fetch response for it)
+                continue
+            if highwater is not None:
+                self.metrics.lag[f"{tp.topic}:{tp.partition}"] = max(
+                    0, highwater - records[-1].offset - 1)
+
+    async def _publish_metrics(self, *_: Any) -> None:
+        try:
+            await self.writer.client.hset(self.writer.keys.worker_metrics,
+                                          self.metrics.worker, self.metrics.snapshot())
+        except aioredis.RedisError as exc:
+            log.warning("could not publish metrics: %s", exc)
 
     def _then(self, write: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
         """Run `write` after every write already queued: Redis and Kafka see batch order."""
@@ -190,7 +216,7 @@ class BatchPipeline:
                 if state is not None:
                     state.prune(clock)
                     found[account_id] = state
-        self.decayed += len(found)
+        self.metrics.decayed += len(found)
         return found
 
     def _board_update(self, states: Iterable[AccountState], profiles: set[str],
@@ -213,11 +239,13 @@ class BatchPipeline:
         now = time.monotonic()
         if now - at < every:
             return
-        n_batches = self.batches - batches
+        m = self.metrics
+        n_batches = m.batches - batches
         log.info("%.0f events/s counted, %d batches of %.0f records on average, %d accounts, "
-                 "%d re-scored by decay", (self.events - events) / (now - at), n_batches,
-                 (self.records - records) / max(1, n_batches), len(self.accounts), self.decayed)
-        self._reported = (now, self.events, self.batches, self.records)
+                 "%d re-scored by decay, lag %d", (m.events - events) / (now - at), n_batches,
+                 (m.records - records) / max(1, n_batches), len(self.accounts), m.decayed,
+                 sum(m.lag.values()))
+        self._reported = (now, m.events, m.batches, m.records)
 
     def _changelog(self, result: BatchResult, now_ms: int) -> list[Message]:
         """The state records of a batch; also applies segment changes to the table."""

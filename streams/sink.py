@@ -86,6 +86,11 @@ class RedisKeys:
         return f"{self.prefix}changes"
 
     @property
+    def worker_metrics(self) -> str:
+        """Hash of worker id -> the worker's latest metrics snapshot (JSON)."""
+        return f"{self.prefix}metrics:workers"
+
+    @property
     def categories(self) -> str:
         """Set of every category that has a board (for readers listing boards)."""
         return f"{self.prefix}categories"

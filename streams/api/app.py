@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Annotated, Any
 
+import orjson
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +25,12 @@ from fastapi.responses import (
     StreamingResponse,
 )
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.events import ID_PATTERN
@@ -38,6 +45,44 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Error}, 404: {"model": Error}, 422: {"model": Error}, 503: {"model": Error}}
 Identifier = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=64)]
 STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+
+
+#: a worker snapshot older than this is left out of /metrics (the worker is gone)
+WORKER_STALE_S = 60
+
+
+class WorkerCollector:
+    """Renders the snapshots workers publish to Redis (streams/metrics.py)."""
+
+    def __init__(self) -> None:
+        self.snapshots: list[dict[str, Any]] = []
+
+    def collect(self) -> Iterator[Metric]:
+        counters = {name: CounterMetricFamily(f"rankflow_worker_{name}", help_, labels=["worker"])
+                    for name, help_ in (("batches", "record batches applied"),
+                                        ("records", "records consumed"),
+                                        ("events", "events counted"),
+                                        ("dead_letters", "messages dead-lettered"),
+                                        ("decayed", "accounts re-scored by decay"))}
+        lag = GaugeMetricFamily("rankflow_worker_consumer_lag", "messages behind the end of "
+                                "its partitions", labels=["worker"])
+        latency = HistogramMetricFamily(
+            "rankflow_worker_event_to_redis_seconds",
+            "from an event's production to its effect in Redis (sampled)", labels=["worker"])
+        for snap in self.snapshots:
+            worker = [snap["worker"]]
+            for name, family in counters.items():
+                family.add_metric(worker, snap[name])
+            lag.add_metric(worker, snap["lag"])
+            cumulative, buckets = 0, []
+            for bound, count in zip([*snap["latency_buckets_ms"], None],
+                                    snap["latency_counts"], strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound is None else str(bound / 1000), cumulative))
+            latency.add_metric(worker, buckets, sum_value=snap["latency_sum_ms"] / 1000)
+        yield from counters.values()
+        yield lag
+        yield latency
 
 
 class ApiMetrics:
@@ -56,6 +101,8 @@ class ApiMetrics:
                           registry=self.registry)
         self.age = Gauge("rankflow_data_age_seconds", "seconds since a worker last wrote",
                          registry=self.registry)
+        self.workers = WorkerCollector()
+        self.registry.register(self.workers)
 
 
 def parse_board(board: str) -> str:
@@ -202,6 +249,9 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
         metrics.dead.set(int(meta.get("dlq", 0)))
         if meta.get("updated_at"):
             metrics.age.set(max(0.0, time.time() - int(meta["updated_at"]) / 1000))
+        snapshots = [orjson.loads(s) for s in (await client.hgetall(keys.worker_metrics)).values()]
+        metrics.workers.snapshots = [s for s in snapshots
+                                     if time.time() - s["at"] / 1000 < WORKER_STALE_S]
         return PlainTextResponse(generate_latest(metrics.registry).decode(),
                                  media_type="text/plain; version=0.0.4")
 

@@ -125,3 +125,20 @@ def test_the_page_updates_live_in_chromium(live):
         if os.environ.get("RANKFLOW_SCREENSHOT"):
             page.screenshot(path=os.environ["RANKFLOW_SCREENSHOT"])
         browser.close()
+
+
+def test_metrics_include_the_workers_own(live):
+    d, url = live
+    d.produce([views("gov.2", "m1", 3)])
+    d.wait_counted(events=1, dead=0)
+
+    def worker_metrics():
+        text = httpx.get(f"{url}/metrics").text
+        return "rankflow_worker_batches_total{worker=" in text and text
+
+    d.wait_for(worker_metrics, 15, "the worker's metrics snapshot")
+    text = worker_metrics()
+    assert "rankflow_worker_event_to_redis_seconds_bucket" in text
+    assert 'le="+Inf"' in text
+    assert "rankflow_worker_consumer_lag" in text
+    assert "rankflow_events_counted 1.0" in text
