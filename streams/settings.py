@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     partitions: int = Field(default=8, ge=1, le=1024)
     api_port: int = Field(default=8080, ge=1, le=65535)
     api_host: str = "127.0.0.1"
+    api_history_interval: float = Field(default=10.0, gt=0, le=3600)
 
     # Scoring (contract §3 defaults): weights summing to 1, ceilings per day of window.
     weight_views: float = Field(default=0.40, ge=0, le=1)

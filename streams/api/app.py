@@ -35,7 +35,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.events import ID_PATTERN
 from streams.api.feed import ChangeFeed
-from streams.api.models import Account, Around, Campaign, Error, Health, Leaderboard
+from streams.api.history import History, HistoryRecorder
+from streams.api.models import (
+    Account,
+    AccountHistory,
+    Around,
+    Campaign,
+    CampaignHistory,
+    Error,
+    Health,
+    Leaderboard,
+)
 from streams.api.reader import BoardReader
 from streams.settings import Settings
 from streams.sink import RedisKeys
@@ -120,12 +130,17 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     client = client or aioredis.from_url(settings.redis, decode_responses=True)
     reader = BoardReader(client, keys, windows)
     feed = ChangeFeed(client, keys.changes)
+    history = History()
+    recorder = HistoryRecorder(client, keys, windows, history,
+                               interval=settings.api_history_interval)
     metrics = ApiMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         feed.start()
+        recorder.start()
         yield
+        await recorder.stop()
         await feed.stop()
 
     api = FastAPI(title="rankflow", version="1", lifespan=lifespan,
@@ -200,6 +215,32 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
         if found is None:
             raise HTTPException(404, f"no campaign {campaign}")
         return found
+
+    @api.get("/api/accounts/{account_id}/history", response_model=AccountHistory,
+             responses=ERRORS)
+    async def account_history(account_id: Identifier,
+                              window: Annotated[str, Query(max_length=64)] = "24h"
+                              ) -> AccountHistory:
+        """Index snapshots of a top account (kept while it is in the top 20)."""
+        check_window(window)
+        if not await client.exists(keys.account(account_id)):
+            raise HTTPException(404, f"no account {account_id}")
+        points = list(history.accounts.get((window, account_id), ()))
+        return AccountHistory(account_id=account_id, window=window,
+                              points=[[at, index] for at, index in points])
+
+    @api.get("/api/campaigns/{campaign}/history", response_model=CampaignHistory,
+             responses=ERRORS)
+    async def campaign_history(campaign: Identifier,
+                               window: Annotated[str, Query(max_length=64)] = "24h"
+                               ) -> CampaignHistory:
+        """A campaign's totals over time: [ms, views, likes, uploads, accounts]."""
+        check_window(window)
+        if not await client.exists(keys.campaign(campaign)):
+            raise HTTPException(404, f"no campaign {campaign}")
+        points = history.campaigns.get((window, campaign), ())
+        return CampaignHistory(campaign=campaign, window=window,
+                               points=[list(p) for p in points])
 
     @api.get("/api/boards", responses=ERRORS)
     async def boards() -> dict[str, list[str]]:

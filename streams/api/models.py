@@ -73,6 +73,19 @@ class Campaign(BaseModel):
     windows: dict[str, CampaignWindow]
 
 
+class AccountHistory(BaseModel):
+    account_id: str
+    window: str
+    points: list[list[float]] = Field(description="[ms, index] pairs, oldest first")
+
+
+class CampaignHistory(BaseModel):
+    campaign: str
+    window: str
+    points: list[list[int]] = Field(
+        description="[ms, views, likes, uploads, accounts], oldest first")
+
+
 class Health(BaseModel):
     status: str
     redis: bool

@@ -46,7 +46,8 @@ def live(deploy):
     port = free_port()
     log = (ARTIFACTS / f"{d.name}-api.log").open("wb")
     api = subprocess.Popen([sys.executable, "-m", "streams.cli", "api"],
-                           env={**d.env, "RANKFLOW_API_PORT": str(port)}, stdout=log,
+                           env={**d.env, "RANKFLOW_API_PORT": str(port),
+                                "RANKFLOW_API_HISTORY_INTERVAL": "1"}, stdout=log,
                            stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -120,6 +121,9 @@ def test_the_page_updates_live_in_chromium(live):
             "document.querySelector('#rows tr td:nth-child(3)').textContent === 'gov.0'",
             timeout=20_000)
         assert "▲" in page.inner_text("#rows tr:first-child td:nth-child(2)")
+        page.click("#rows tr:first-child")
+        page.wait_for_selector("#detail svg.spark", timeout=20_000)  # its index history
+        assert "账号 gov.0" in page.inner_text("#detail h2")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "live-page.png"))
         if os.environ.get("RANKFLOW_SCREENSHOT"):

@@ -1,0 +1,92 @@
+"""A compact in-memory history for the page's charts, kept by each API process.
+
+Every `interval` seconds the API snapshots the index of the top accounts of every
+window's overall board, and every campaign's totals. Each series is a bounded deque
+(`points` long: an hour at the default 10 s), so memory stays small and fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from streams.sink import RedisKeys
+from streams.windows import Windows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class History:
+    points: int = 360
+    #: (window, account_id) -> [(ms, index)]
+    accounts: dict[tuple[str, str], deque[tuple[int, float]]] = field(default_factory=dict)
+    #: (window, campaign) -> [(ms, views, likes, uploads, accounts)]
+    campaigns: dict[tuple[str, str], deque[tuple[int, int, int, int, int]]] = field(
+        default_factory=dict)
+
+    def add_account(self, window: str, account_id: str, at_ms: int, index: float) -> None:
+        series = self.accounts.get((window, account_id))
+        if series is None:
+            series = self.accounts[window, account_id] = deque(maxlen=self.points)
+        series.append((at_ms, index))
+
+    def add_campaign(self, window: str, campaign: str, at_ms: int,
+                     totals: tuple[int, int, int, int]) -> None:
+        series = self.campaigns.get((window, campaign))
+        if series is None:
+            series = self.campaigns[window, campaign] = deque(maxlen=self.points)
+        series.append((at_ms, *totals))
+
+
+class HistoryRecorder:
+    """Takes the snapshots on a timer."""
+
+    def __init__(self, client: aioredis.Redis, keys: RedisKeys, windows: Windows,
+                 history: History, top: int = 20, interval: float = 10.0) -> None:
+        self.client, self.keys, self.windows = client, keys, windows
+        self.history, self.top, self.interval = history, top, interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.snapshot()
+            except aioredis.RedisError as exc:
+                log.warning("history snapshot skipped: %s", exc)
+            await asyncio.sleep(self.interval)
+
+    async def snapshot(self) -> None:
+        now = int(time.time() * 1000)
+        pipe = self.client.pipeline(transaction=False)
+        for window in self.windows.ids:
+            pipe.zrevrange(self.keys.board(window, "all"), 0, self.top - 1, withscores=True)
+        found_campaigns: set[str] = await self.client.smembers(  # type: ignore[assignment]
+            self.keys.campaigns)
+        campaigns = sorted(found_campaigns)
+        for campaign in campaigns:
+            pipe.hgetall(self.keys.campaign(campaign))
+        found = await pipe.execute()
+        for window, members in zip(self.windows.ids, found, strict=False):
+            for account_id, score in members:
+                self.history.add_account(window, account_id, now, score)
+        for campaign, totals in zip(campaigns, found[len(self.windows.ids):], strict=True):
+            for window in self.windows.ids:
+                self.history.add_campaign(window, campaign, now, tuple(  # type: ignore[arg-type]
+                    int(totals.get(f"{window}.{name}", 0))
+                    for name in ("views", "likes", "uploads", "accounts")))
