@@ -4,7 +4,6 @@ Reads Redis only, so it scales apart from the workers. Every bad parameter gets 
 with a JSON body (`{"error": ..., "detail": ...}`); Redis being away is a 503.
 """
 
-from __future__ import annotations
 
 import re
 import time
@@ -55,6 +54,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Error}, 404: {"model": Error}, 422: {"model": Error}, 503: {"model": Error}}
 Identifier = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=64)]
 STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
+_ID = ID_PATTERN.pattern.strip("^$")
+BOARD_PATTERN = f"^(all|cat:{_ID}|campaign:{_ID})$"
 
 
 #: a worker snapshot older than this is left out of /metrics (the worker is gone)
@@ -146,6 +147,12 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     api = FastAPI(title="rankflow", version="1", lifespan=lifespan,
                   description="Live influence leaderboards of short-video accounts.")
 
+    window_pattern = "^(" + "|".join(re.escape(w) for w in windows.ids) + ")$"
+    Window = Annotated[str, Query(pattern=window_pattern, max_length=64,
+                                  description="1h, 24h, 7d, 30d, all or a named period")]
+    Board = Annotated[str, Query(pattern=BOARD_PATTERN, max_length=140,
+                                 description="all, cat:{category} or campaign:{campaign}")]
+
     def check_window(window: str) -> str:
         if window not in windows.ids:
             raise HTTPException(400, f"window must be one of {', '.join(windows.ids)}, "
@@ -164,7 +171,8 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
 
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
+                            headers=exc.headers)
 
     @api.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -180,8 +188,8 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
 
     @api.get("/api/leaderboard", response_model=Leaderboard, responses=ERRORS)
     async def leaderboard(
-        window: Annotated[str, Query(max_length=64)] = "24h",
-        board: Annotated[str, Query(max_length=140)] = "all",
+        window: Window = "24h",
+        board: Board = "all",
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> Leaderboard:
@@ -191,8 +199,8 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     @api.get("/api/leaderboard/around", response_model=Around, responses=ERRORS)
     async def around(
         account_id: Annotated[str, Query(pattern=ID_PATTERN.pattern, max_length=64)],
-        window: Annotated[str, Query(max_length=64)] = "24h",
-        board: Annotated[str, Query(max_length=140)] = "all",
+        window: Window = "24h",
+        board: Board = "all",
         radius: Annotated[int, Query(ge=0, le=50)] = 5,
     ) -> Around:
         found = await reader.around(check_window(window), parse_board(board), account_id,
@@ -218,8 +226,7 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
 
     @api.get("/api/accounts/{account_id}/history", response_model=AccountHistory,
              responses=ERRORS)
-    async def account_history(account_id: Identifier,
-                              window: Annotated[str, Query(max_length=64)] = "24h"
+    async def account_history(account_id: Identifier, window: Window = "24h"
                               ) -> AccountHistory:
         """Index snapshots of a top account (kept while it is in the top 20)."""
         check_window(window)
@@ -231,8 +238,7 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
 
     @api.get("/api/campaigns/{campaign}/history", response_model=CampaignHistory,
              responses=ERRORS)
-    async def campaign_history(campaign: Identifier,
-                               window: Annotated[str, Query(max_length=64)] = "24h"
+    async def campaign_history(campaign: Identifier, window: Window = "24h"
                                ) -> CampaignHistory:
         """A campaign's totals over time: [ms, views, likes, uploads, accounts]."""
         check_window(window)
@@ -253,8 +259,8 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
 
     @api.get("/api/stream", responses=ERRORS, response_class=StreamingResponse)
     async def stream(
-        window: Annotated[str | None, Query(max_length=64)] = None,
-        board: Annotated[str | None, Query(max_length=140)] = None,
+        window: Annotated[str | None, Query(pattern=window_pattern, max_length=64)] = None,
+        board: Annotated[str | None, Query(pattern=BOARD_PATTERN, max_length=140)] = None,
         last_event_id: Annotated[str | None, Header(max_length=40)] = None,
     ) -> StreamingResponse:
         """Server-sent events: `change` (boards that changed), `reset` (refetch)."""

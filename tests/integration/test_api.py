@@ -97,10 +97,10 @@ def test_campaign_detail(api):
 
 
 @pytest.mark.parametrize("path,params,status", [
-    ("/api/leaderboard", {"window": "2h"}, 400),
-    ("/api/leaderboard", {"board": "cats:x"}, 400),
-    ("/api/leaderboard", {"board": "cat:bad name"}, 400),
-    ("/api/leaderboard", {"board": "campaign:"}, 400),
+    ("/api/leaderboard", {"window": "2h"}, 422),
+    ("/api/leaderboard", {"board": "cats:x"}, 422),
+    ("/api/leaderboard", {"board": "cat:bad name"}, 422),
+    ("/api/leaderboard", {"board": "campaign:"}, 422),
     ("/api/leaderboard", {"offset": -1}, 422),
     ("/api/leaderboard", {"limit": 0}, 422),
     ("/api/leaderboard", {"limit": 10**9}, 422),
@@ -162,7 +162,7 @@ def test_rankflow_api_command_serves_http(stack):
                 time.sleep(0.2)
         assert response.status_code == 200 and response.json()["redis"] is True
         assert httpx.get(f"http://127.0.0.1:{port}/api/leaderboard?window=nope").status_code \
-            == 400
+            == 422
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -97,7 +97,7 @@ def test_the_feed_announces_board_changes_and_resumes(live):
         (kind, later_id, data), = read_events(response, 1, 10)
     assert kind == "change" and later_id > first_id, "the missed change is replayed"
     bad = httpx.get(f"{url}/api/stream", params={"window": "5m"})
-    assert bad.status_code == 400 and "error" in bad.json()
+    assert bad.status_code == 422 and "error" in bad.json()
 
 
 def test_the_page_updates_live_in_chromium(live):
