@@ -90,7 +90,7 @@ class ChangeFeed:
         while True:
             try:
                 found = cast(list[tuple[str, Entries]], await self.client.xread(
-                    {self.stream: self.last_id}, block=5000, count=500))
+                    {self.stream: self.last_id}, block=1000, count=500))
             except aioredis.RedisError as exc:
                 log.warning("change stream unavailable (%s); retrying", exc)
                 await asyncio.sleep(1)

@@ -26,6 +26,29 @@ from streams.windows import Windows
 #: hash fields read for an entry, before the per-window ones
 ENTRY_FIELDS = ("name", "category", "fans")
 
+# KEYS[1]: the board. ARGV: account key prefix, window, offset, limit.
+# Returns [total, rank of the first entry, then per entry: member, score, name, category,
+# fans, views, likes, uploads] in one round trip (instead of a command per entry).
+PAGE = """
+local total = redis.call('ZCARD', KEYS[1])
+local offset, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
+local members = redis.call('ZREVRANGE', KEYS[1], offset, offset + limit - 1, 'WITHSCORES')
+local out = {total, 0}
+if #members > 0 then
+  out[2] = redis.call('ZCOUNT', KEYS[1], '(' .. members[2], '+inf') + 1
+end
+local w = ARGV[2]
+for i = 1, #members, 2 do
+  local row = redis.call('HMGET', ARGV[1] .. members[i], 'name', 'category', 'fans',
+                         w .. '.views', w .. '.likes', w .. '.uploads')
+  table.insert(out, members[i])
+  table.insert(out, members[i + 1])
+  for j = 1, 6 do table.insert(out, row[j] or false) end
+end
+return out
+"""
+PAGE_WIDTH = 8
+
 
 def competition_ranks(scores: Sequence[float], first_rank: int, offset: int) -> list[int]:
     """Ranks of a page of descending scores starting at position `offset` of its board.
@@ -49,39 +72,26 @@ class BoardReader:
         self.client = client
         self.keys = keys
         self.windows = windows
-
-    async def _entries(self, window: str, members: list[tuple[str, float]], first_rank: int,
-                       offset: int) -> list[Entry]:
-        if not members:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        fields = (*ENTRY_FIELDS, f"{window}.views", f"{window}.likes", f"{window}.uploads")
-        for account_id, _ in members:
-            pipe.hmget(self.keys.account(account_id), fields)
-        rows = await pipe.execute()
-        ranks = competition_ranks([score for _, score in members], first_rank, offset)
-        return [
-            Entry(rank=rank, account_id=account_id, name=name, category=category, score=score,
-                  fans=int(fans or 0), views=int(views or 0), likes=int(likes or 0),
-                  uploads=int(uploads or 0))
-            for (account_id, score), rank, (name, category, fans, views, likes, uploads)
-            in zip(members, ranks, rows, strict=True)
-        ]
+        self._page = client.register_script(PAGE)
 
     async def _rank_of_score(self, key: str, score: float) -> int:
         return int(await self.client.zcount(key, f"({score!r}", "+inf")) + 1
 
     async def leaderboard(self, window: str, board: str, offset: int, limit: int
                           ) -> Leaderboard:
-        key = self.keys.board(window, board)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zcard(key)
-        pipe.zrevrange(key, offset, offset + limit - 1, withscores=True)
-        total: int
-        members: list[tuple[str, float]]
-        total, members = await pipe.execute()
-        first = await self._rank_of_score(key, members[0][1]) if members else offset + 1
-        entries = await self._entries(window, members, first, offset)
+        """A page of a board, with each entry's account figures, in one round trip."""
+        found = await self._page(keys=[self.keys.board(window, board)],
+                                 args=[self.keys.account(""), window, offset, limit])
+        total, first_rank, flat = int(found[0]), int(found[1]), found[2:]
+        rows = [flat[i:i + PAGE_WIDTH] for i in range(0, len(flat), PAGE_WIDTH)]
+        ranks = competition_ranks([float(row[1]) for row in rows], first_rank, offset)
+        entries = [
+            Entry(rank=rank, account_id=account_id, name=name, category=category,
+                  score=float(score), fans=int(fans or 0), views=int(views or 0),
+                  likes=int(likes or 0), uploads=int(uploads or 0))
+            for (account_id, score, name, category, fans, views, likes, uploads), rank
+            in zip(rows, ranks, strict=True)
+        ]
         return Leaderboard(window=window, board=board, total=total, offset=offset, limit=limit,
                            entries=entries)
 
