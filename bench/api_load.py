@@ -1,12 +1,12 @@
 """Read API benchmark: latency under concurrency, and live-feed clients per process.
 
-    .venv/bin/python bench/api_load.py --concurrency 200 --requests 4000 --sse 250,500,1000
+    .venv/bin/python bench/api_load.py --concurrency 200 --seconds 15 --sse 500,1000,2000
 
 Seeds Redis with boards and accounts (1,000 accounts, every window), starts one
 `rankflow api` process, then:
 
-* fires `--requests` requests from `--concurrency` concurrent clients at the top-50
-  leaderboard and at account detail, and reports p50/p99 latency;
+* runs `wrk` with `--concurrency` connections against the top-50 leaderboard and
+  against account detail, and reports requests/s and p50/p99 latency;
 * for each SSE client count, connects that many `/api/stream` clients, publishes a
   change notice every second, and reports how late the clients got them (p50/p99/max).
 
@@ -21,10 +21,13 @@ import asyncio
 import json
 import os
 import random
+import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -58,27 +61,41 @@ def seed(client: redis.Redis, prefix: str, accounts: int) -> list[str]:
     return ids
 
 
-async def load(url: str, paths: list[str], total: int, concurrency: int) -> dict[str, float]:
-    latencies: list[float] = []
-    errors = 0
-    queue = iter(range(total))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        async def worker() -> None:
-            nonlocal errors
-            for i in queue:
-                started = time.perf_counter()
-                response = await client.get(paths[i % len(paths)])
-                latencies.append(time.perf_counter() - started)
-                errors += response.status_code != 200
+WRK_SCRIPT = """
+local paths = {}
+for line in io.lines(os.getenv("RANKFLOW_WRK_PATHS")) do paths[#paths + 1] = line end
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i % #paths) + 1])
+end
+"""
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {"requests": total, "errors": errors, "rps": round(total / elapsed),
-            "p50_ms": round(latencies[len(latencies) // 2] * 1000, 1),
-            "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1)}
+
+def load(url: str, paths: list[str], seconds: int, concurrency: int) -> dict[str, object]:
+    """`wrk` (a C load generator: Python clients measure themselves) at a concurrency."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    with tempfile.TemporaryDirectory() as tmp:
+        script, listing = Path(tmp) / "paths.lua", Path(tmp) / "paths.txt"
+        script.write_text(WRK_SCRIPT)
+        listing.write_text("\n".join(paths) + "\n")
+        done = subprocess.run(
+            ["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script),
+             url], capture_output=True, text=True, check=True,
+            env={**os.environ, "RANKFLOW_WRK_PATHS": str(listing)})
+    out = done.stdout
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)", out, re.M) and
+                       [(p, _ms(v, u)) for p, v, u in
+                        re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)", out, re.M)])
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"seconds": seconds, "rps": round(rps), "p50_ms": percentiles.get("50"),
+            "p99_ms": percentiles.get("99"), "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def _ms(value: str, unit: str) -> float:
+    return round(float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit], 2)
 
 
 async def sse(url: str, client: redis.Redis, stream: str, clients: int,
@@ -128,8 +145,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=200)
-    parser.add_argument("--requests", type=int, default=4000)
-    parser.add_argument("--sse", default="250,500,1000", help="SSE client counts to try")
+    parser.add_argument("--seconds", type=int, default=15, help="per HTTP load test")
+    parser.add_argument("--sse", default="500,1000,2000", help="SSE client counts to try")
     parser.add_argument("--notices", type=int, default=10)
     parser.add_argument("--out", type=Path, default=HERE / "results-api.json")
     args = parser.parse_args()
@@ -152,12 +169,12 @@ def main() -> int:
             except httpx.TransportError:
                 time.sleep(0.2)
         results: dict[str, object] = {
-            "leaderboard_top50": asyncio.run(load(
-                url, ["/api/leaderboard?window=24h&board=all&limit=50"], args.requests,
-                args.concurrency)),
-            "account_detail": asyncio.run(load(
-                url, [f"/api/accounts/{a}" for a in random.sample(ids, 200)], args.requests,
-                args.concurrency)),
+            "leaderboard_top50": load(
+                url, ["/api/leaderboard?window=24h&board=all&limit=50"], args.seconds,
+                args.concurrency),
+            "account_detail": load(
+                url, [f"/api/accounts/{a}" for a in random.sample(ids, 200)], args.seconds,
+                args.concurrency),
             "concurrency": args.concurrency,
         }
         results["sse"] = [asyncio.run(sse(url, client, f"{prefix}changes", int(n),

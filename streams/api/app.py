@@ -5,6 +5,7 @@ with a JSON body (`{"error": ..., "detail": ...}`); Redis being away is a 503.
 """
 
 
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -51,6 +52,7 @@ from streams.settings import Settings
 from streams.sink import RedisKeys
 from streams.windows import Windows
 
+log = logging.getLogger(__name__)
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Error}, 404: {"model": Error}, 422: {"model": Error}, 503: {"model": Error}}
 Identifier = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=64)]
@@ -157,7 +159,9 @@ def parse_board(board: str) -> str:
 def create_api(settings: Settings, client: aioredis.Redis | None = None) -> FastAPI:
     windows = Windows(settings.named_periods)
     keys = RedisKeys(settings.prefix)
-    client = client or aioredis.from_url(settings.redis, decode_responses=True)
+    # A bounded pool that waits for a free connection rather than failing under load.
+    client = client or aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+        settings.redis, decode_responses=True, max_connections=64, timeout=10))
     reader = BoardReader(client, keys, windows)
     feed = ChangeFeed(client, keys.changes)
     history = History()
@@ -204,6 +208,7 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
 
     @api.exception_handler(aioredis.RedisError)
     async def redis_away(request: Request, exc: aioredis.RedisError) -> JSONResponse:
+        log.warning("redis error answering %s: %r", request.url.path, exc)
         return JSONResponse({"error": f"redis unavailable: {type(exc).__name__}"},
                             status_code=503)
 
