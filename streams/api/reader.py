@@ -74,9 +74,6 @@ class BoardReader:
         self.windows = windows
         self._page = client.register_script(PAGE)
 
-    async def _rank_of_score(self, key: str, score: float) -> int:
-        return int(await self.client.zcount(key, f"({score!r}", "+inf")) + 1
-
     async def leaderboard(self, window: str, board: str, offset: int, limit: int
                           ) -> Leaderboard:
         """A page of a board, with each entry's account figures, in one round trip."""
@@ -129,11 +126,14 @@ class BoardReader:
         for window, board in pairs:
             pipe.zscore(self.keys.board(window, board), account_id)
         scores = await pipe.execute()
-        ranks = []
-        for (window, board), score in zip(pairs, scores, strict=True):
-            if score is not None:
-                rank = await self._rank_of_score(self.keys.board(window, board), score)
-                ranks.append(BoardRank(window=window, board=board, rank=rank, score=score))
+        standing = [(w, b, score) for (w, b), score in zip(pairs, scores, strict=True)
+                    if score is not None]
+        pipe = self.client.pipeline(transaction=False)
+        for window, board, score in standing:
+            pipe.zcount(self.keys.board(window, board), f"({score!r}", "+inf")
+        above = await pipe.execute() if standing else []
+        ranks = [BoardRank(window=w, board=b, rank=int(n) + 1, score=score)
+                 for (w, b, score), n in zip(standing, above, strict=True)]
         return Account(account_id=account_id, name=data.get("name"),
                        category=data.get("category"), fans=int(data.get("fans", 0)),
                        windows=windows, ranks=ranks)
