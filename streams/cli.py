@@ -116,7 +116,7 @@ def cmd_schemas(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    """Local stack, topics, a worker and live simulated traffic; prints the live top 10."""
+    """Local stack, topics, a worker, the API and live traffic; prints where to look."""
     import redis
 
     from streams.devstack import DevStack
@@ -127,19 +127,21 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     cmd_topics(settings, args)
     children = [
         subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"]),
+        subprocess.Popen([sys.executable, "-m", "streams.cli", "api"]),
         subprocess.Popen([sys.executable, "-m", "streams.cli", "simulate", "--rate",
                           str(args.rate), "--duration", str(args.duration), "--quiet"]),
     ]
     keys = RedisKeys(settings.prefix)
     client = redis.Redis.from_url(settings.redis, decode_responses=True)
-    print(f"\nLive boards are Redis sorted sets: redis-cli -u {settings.redis} "
-          f"ZREVRANGE {keys.board('all', 'all')} 0 9 WITHSCORES")
+    print(f"\nThe live page: http://{settings.api_host}:{settings.api_port}/")
+    print(f"Live boards are Redis sorted sets: redis-cli -u {settings.redis} "
+          f"ZREVRANGE {keys.board('24h', 'all')} 0 9 WITHSCORES")
     print("Ctrl-C stops the demo (the stack keeps running: `rankflow dev down`).\n")
     try:
         while all(c.poll() is None for c in children[:1]):
             time.sleep(3)
             top: list[tuple[str, float]] = client.zrevrange(  # type: ignore[assignment]
-                keys.board("all", "all"), 0, 9, withscores=True)
+                keys.board("24h", "all"), 0, 9, withscores=True)
             meta: dict[str, str] = client.hgetall(keys.meta)  # type: ignore[assignment]
             print(f"--- events counted {meta.get('events', 0)}, "
                   f"dead-lettered {meta.get('dlq', 0)}")

@@ -71,6 +71,7 @@ class SimulatedPlatform:
         self._kinds = [k for k, _ in MIX]
         self._kind_weights = list(_accumulate([w for _, w in MIX]))
         self._sent: list[Message] = []
+        self._live_run = int(time.time() * 1000)
 
     def profiles(self) -> Iterator[Message]:
         for i, account_id in enumerate(self.ids):
@@ -94,7 +95,10 @@ class SimulatedPlatform:
             kind = rng.choices(self._kinds, cum_weights=self._kind_weights)[0]
             account_id = rng.choices(self.ids, cum_weights=self._cumulative)[0]
             ts = int(time.time() * 1000) if live else self.start_ms + int(i * self.step_ms)
-            event: dict[str, object] = {"event_id": f"s{self.seed}-{i}",
+            # a replay's ids are fixed by the seed; live runs get their own, so a second
+            # run is not taken for redelivered duplicates of the first
+            run = f"{self.seed}-{self._live_run}" if live else str(self.seed)
+            event: dict[str, object] = {"event_id": f"s{run}-{i}",
                                         "account_id": account_id, "ts": ts}
             count = self._count(kind)
             if count != 1:

@@ -24,6 +24,12 @@ from streams.dedup import Segment
 from streams.windows import LIKES, UPLOADS, VIEWS, WindowedCounts
 
 UNKNOWN_CATEGORY = "unknown"
+#: the format of account-state changelog records
+STATE_VERSION = 2
+
+
+class StateFormatError(ValueError):
+    """A state record this version of rankflow cannot read."""
 
 #: Source topic slots, also used in dedup source refs.
 SLOT_VIEW, SLOT_LIKE, SLOT_FOLLOW, SLOT_UPLOAD, SLOT_ACCOUNTS, SLOT_REKEYED = range(6)
@@ -99,7 +105,7 @@ class AccountState:
     def encode(self) -> bytes:
         profile = self.profile
         return orjson.dumps([
-            2,
+            STATE_VERSION,
             self.account_id,
             self.partition,
             [profile.name, profile.category, profile.fans] if profile else None,
@@ -112,8 +118,14 @@ class AccountState:
 
     @classmethod
     def decode(cls, data: bytes) -> AccountState:
+        record = orjson.loads(data)
+        if record[0] != STATE_VERSION:
+            raise StateFormatError(
+                f"an account-state record of format {record[0]!r}, this worker reads "
+                f"{STATE_VERSION}: its changelog was written by another rankflow version "
+                f"(use a new RANKFLOW_APP_ID, or delete the state topics to rebuild)")
         (_v, account_id, partition, profile, seen, follows, counts, campaigns,
-         applied) = orjson.loads(data)
+         applied) = record
         if profile:  # categories repeat across accounts: keep one copy of each
             profile = AccountProfile(profile[0], sys.intern(profile[1]), profile[2])
         return cls(account_id, partition, profile, seen, follows,
