@@ -133,6 +133,18 @@ def _pid_alive(pid_file: Path) -> int | None:
     return pid
 
 
+def _running(name: str, pid_file: Path, endpoint: Endpoint, setting: str) -> str | None:
+    """A line saying it runs already, None when free to start; an error if a stranger
+    holds its port."""
+    pid = _pid_alive(pid_file)
+    if pid is not None:
+        return f"{name}: already running (pid {pid}) on {endpoint.port}"
+    if endpoint.answers():
+        raise DevStackError(f"port {endpoint.port} is taken by a process rankflow did not "
+                            f"start; stop it or set {setting}")
+    return None
+
+
 def _stop_pid(pid_file: Path, name: str, timeout: float = 30.0) -> str:
     pid = _pid_alive(pid_file)
     if pid is None:
@@ -229,11 +241,9 @@ class DevStack:
 
     def start_kafka(self) -> str:
         pid_file = self.kafka_dir / "kafka.pid"
-        if _pid_alive(pid_file) is not None:
-            return f"kafka: already running (pid {_pid_alive(pid_file)}) on {self.kafka.port}"
-        if self.kafka.answers():
-            raise DevStackError(f"port {self.kafka.port} is taken by a process rankflow did "
-                                "not start; stop it or set RANKFLOW_KAFKA")
+        running = _running("kafka", pid_file, self.kafka, "RANKFLOW_KAFKA")
+        if running:
+            return running
         classpath = self._classpath()
         config = self._configure_kafka()
         self._format_storage(classpath, config)
@@ -264,11 +274,9 @@ class DevStack:
 
     def start_redis(self) -> str:
         pid_file = self.redis_dir / "redis.pid"
-        if _pid_alive(pid_file) is not None:
-            return f"redis: already running (pid {_pid_alive(pid_file)}) on {self.redis.port}"
-        if self.redis.answers():
-            raise DevStackError(f"port {self.redis.port} is taken by a process rankflow did "
-                                "not start; stop it or set RANKFLOW_REDIS")
+        running = _running("redis", pid_file, self.redis, "RANKFLOW_REDIS")
+        if running:
+            return running
         binary = self._redis_binary()
         self.redis_dir.mkdir(parents=True, exist_ok=True)
         out = (self.redis_dir / "redis.log").open("ab")

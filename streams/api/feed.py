@@ -18,6 +18,8 @@ from typing import cast
 import orjson
 import redis.asyncio as aioredis
 
+from streams.api.tasks import BackgroundTask
+
 log = logging.getLogger(__name__)
 #: stream entries as a decode_responses client returns them
 Entries = list[tuple[str, dict[str, str]]]
@@ -59,27 +61,16 @@ class Client:
         self.queue.put_nowait(notice)
 
 
-class ChangeFeed:
+class ChangeFeed(BackgroundTask):
     """Follows the change stream and fans it out to clients."""
 
     def __init__(self, client: aioredis.Redis, stream: str) -> None:
         self.client = client
         self.stream = stream
         self.clients: set[Client] = set()
-        self._task: asyncio.Task[None] | None = None
         self.last_id = "$"
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._follow())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def _follow(self) -> None:
+    async def run(self) -> None:
         while self.last_id == "$":  # start after the newest notice, and never skip one
             try:
                 newest = cast(Entries, await self.client.xrevrange(self.stream, count=1))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
+from streams.api.tasks import BackgroundTask
 from streams.sink import RedisKeys
 from streams.windows import Windows
 
@@ -44,26 +45,15 @@ class History:
         series.append((at_ms, *totals))
 
 
-class HistoryRecorder:
+class HistoryRecorder(BackgroundTask):
     """Takes the snapshots on a timer."""
 
     def __init__(self, client: aioredis.Redis, keys: RedisKeys, windows: Windows,
                  history: History, top: int = 20, interval: float = 10.0) -> None:
         self.client, self.keys, self.windows = client, keys, windows
         self.history, self.top, self.interval = history, top, interval
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
         while True:
             try:
                 await self.snapshot()
