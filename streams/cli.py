@@ -76,6 +76,15 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.rebuild import rebuild
+
+    report = asyncio.run(rebuild(settings, clear=args.clear, progress=not args.quiet))
+    print(f"rebuilt {report.accounts} accounts over {report.partitions} partitions "
+          f"({report.events} events counted) in {report.seconds:.1f}s")
+    return 0
+
+
 def _start_ms(text: str | None) -> int:
     if text is None:
         return int(time.time() * 1000) - 2 * 86_400_000
@@ -171,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("topics", help="create the topics (idempotent)").set_defaults(func=cmd_topics)
     sub.add_parser("worker", help="run one stream worker").set_defaults(func=cmd_worker)
     sub.add_parser("api", help="run the read API and the live page").set_defaults(func=cmd_api)
+    rebuild = sub.add_parser("rebuild", help="rewrite the Redis layout from the state")
+    rebuild.add_argument("--clear", action="store_true",
+                         help="delete every key under RANKFLOW_PREFIX first")
+    rebuild.add_argument("--quiet", action="store_true", help="no progress bars")
+    rebuild.set_defaults(func=cmd_rebuild)
     sim = sub.add_parser("simulate", help="produce realistic events")
     sim.add_argument("--accounts", type=int, default=1000)
     sim.add_argument("--events", type=int, help="a fixed replay of N events")
