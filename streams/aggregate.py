@@ -62,7 +62,6 @@ class PartitionRuntime:
     recent: RecentEventIds
     campaigns: CampaignTotals = field(default_factory=CampaignTotals)
     schedule: DecaySchedule = field(default_factory=DecaySchedule)
-    members: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -102,7 +101,6 @@ def restore_runtime(
     runtime = PartitionRuntime(header, recent)
     clock_ms = max(clock_ms, header.clock)
     for state in accounts:
-        runtime.members.add(state.account_id)
         runtime.schedule.add_all(state.due_times(clock_ms), state.account_id)
         if state.campaigns:
             runtime.campaigns.update(account_view(state, windows, clock_ms))
@@ -169,14 +167,13 @@ class BatchAggregator:
         header.dlq += 1
         result.dead_lettered += 1
 
-    def _state(self, account_id: str, partition: int, runtime: PartitionRuntime,
-               result: BatchResult) -> AccountState:
+    def _state(self, account_id: str, partition: int, result: BatchResult) -> AccountState:
+        """The account's state, marked as touched by this batch (created if new)."""
         state = result.accounts.get(account_id)
         if state is None:
             state = self.accounts.get(account_id)
             if state is None:
                 state = self.accounts[account_id] = AccountState(account_id, partition)
-                runtime.members.add(account_id)
             result.accounts[account_id] = state
         return state
 
@@ -248,7 +245,7 @@ class BatchAggregator:
             first_ref = recent.origin_ref(origin_key)
             if first_ref is not None and first_ref != ref:
                 # another re-keyed copy of one source message (a crash while re-keying)
-                self._state(event.account_id, header.partition, runtime, result)
+                self._state(event.account_id, header.partition, result)
                 return
         seen = recent.first_seen(event.event_id)
         if seen is not None and seen != ref:
@@ -262,7 +259,7 @@ class BatchAggregator:
             return
         if seen is None:
             recent.add(event.event_id, ref, origin_key)
-        state = self._state(event.account_id, header.partition, runtime, result)
+        state = self._state(event.account_id, header.partition, result)
         if fresh:
             header.events += 1
             result.counted += 1
@@ -288,7 +285,7 @@ class BatchAggregator:
         if not self._placed(record, parsed.account_id, PROFILE_KIND, slot, fresh, runtime,
                             result, origin):
             return
-        state = self._state(parsed.account_id, record.partition, runtime, result)
+        state = self._state(parsed.account_id, record.partition, result)
         result.profiles.add(parsed.account_id)
         if record.offset <= state.applied[slot]:
             return

@@ -331,7 +331,3 @@ class DevStack:
             state = f"running (pid {pid})" if pid else "stopped"
             lines.append(f"{name}: {state}, {endpoint.host}:{endpoint.port} {answering}")
         return lines
-
-    def is_up(self) -> bool:
-        return (_pid_alive(self.kafka_dir / "kafka.pid") is not None
-                and _pid_alive(self.redis_dir / "redis.pid") is not None)

@@ -43,13 +43,6 @@ class Rolling:
     def days(self) -> float:
         return self.unit_ms * self.span / DAY_MS
 
-    def contains(self, bucket: int, clock_ms: int) -> bool:
-        return bucket > clock_ms // self.unit_ms - self.span
-
-    def due_ms(self, bucket: int) -> int:
-        """When this bucket leaves the window."""
-        return (bucket + self.span) * self.unit_ms
-
 
 ROLLING: tuple[Rolling, ...] = (
     Rolling("1h", MINUTE_MS, 60, 0),
@@ -255,7 +248,3 @@ class DecaySchedule:
         while times and times[0] <= clock_ms:
             found |= self._due.pop(heapq.heappop(times))
         return found
-
-    @property
-    def next_due(self) -> int | None:
-        return self._times[0] if self._times else None
