@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -168,9 +167,3 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
-
-
-@cache
-def settings() -> Settings:
-    """The process-wide settings, read once."""
-    return load_settings()

@@ -23,9 +23,6 @@ from streams.api.models import (
 from streams.sink import RedisKeys
 from streams.windows import Windows
 
-#: hash fields read for an entry, before the per-window ones
-ENTRY_FIELDS = ("name", "category", "fans")
-
 # KEYS[1]: the board. ARGV: account key prefix, window, offset, limit.
 # Returns [total, rank of the first entry, then per entry: member, score, name, category,
 # fans, views, likes, uploads] in one round trip (instead of a command per entry).
