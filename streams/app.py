@@ -20,6 +20,7 @@ from faust.serializers import codecs
 from faust.types import TableT
 
 from streams.aggregate import Topics
+from streams.connections import faust_credentials
 from streams.settings import Settings
 from streams.state import AccountState, decode_segment
 from streams.transport import BatchTopic
@@ -98,6 +99,7 @@ def create_app(settings: Settings) -> Wiring:
     app = faust.App(
         settings.app_id,
         broker=[f"rankflow://{server}" for server in settings.bootstrap_servers],
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         web_enabled=False,
         autodiscover=False,

@@ -1,23 +1,66 @@
 """All of rankflow's settings, read once from the environment (and a `.env` file).
 
 Every variable is named `RANKFLOW_*` (contract §6). A bad value stops the program at
-start-up with a message naming the variable: see `load_settings`.
+start-up with a message naming the variable: see `load_settings`. Secrets (passwords) are
+pydantic `SecretStr`s, and the password of a Redis URL is masked in `repr(settings)` and
+in error messages (`redacted_url`), so printing or logging settings shows no secret.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.events import ID_PATTERN
 
 DAY_MS = 86_400_000
+#: fields whose given value is never echoed in an error message
+SECRET_FIELDS = frozenset({"redis_password", "kafka_sasl_password"})
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+def redacted_url(url: str) -> str:
+    """The URL with its password (userinfo or `?password=`) replaced by `***`."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not parseable: show only the scheme
+        return url.split("://", 1)[0] + "://***" if "://" in url else "***"
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(key.lower() == "password" for key, _ in pairs):
+            query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs],
+                              safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _url_password(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.password:
+        return parts.password
+    return next((v for k, v in parse_qsl(parts.query) if k.lower() == "password"), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +108,7 @@ class Settings(BaseSettings):
     )
 
     kafka: str = "127.0.0.1:9092"
+    #: may carry the password (`redis://:pw@host:6379/0`); `rediss://` for TLS
     redis: str = "redis://127.0.0.1:6379/0"
     prefix: str = "rf:"
     topic_prefix: str = ""
@@ -75,6 +119,21 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8080, ge=1, le=65535)
     api_host: str = "127.0.0.1"
     api_history_interval: float = Field(default=10.0, gt=0, le=3600)
+    #: origins allowed to read the API from a browser (CORS), comma-separated; none by default
+    api_cors_origins: str = ""
+
+    # Security: Redis AUTH and TLS, Kafka SASL and SSL (validated together below).
+    redis_password: SecretStr | None = None
+    redis_tls_ca_file: FilePath | None = None
+    redis_tls_cert_file: FilePath | None = None
+    redis_tls_key_file: FilePath | None = None
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_file: FilePath | None = None
+    kafka_ssl_cert_file: FilePath | None = None
+    kafka_ssl_key_file: FilePath | None = None
 
     # Scoring (contract §3 defaults): weights summing to 1, ceilings per day of window.
     weight_views: float = Field(default=0.40, ge=0, le=1)
@@ -115,6 +174,29 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
+    @field_validator("api_cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        origins = [o.strip() for o in value.split(",") if o.strip()]
+        for origin in origins:
+            parts = urlsplit(origin)
+            if origin == "*" or "*" in origin:
+                raise ValueError("list the origins (scheme://host[:port]); '*' is not allowed")
+            if parts.scheme not in ("http", "https") or not parts.hostname \
+                    or parts.path or parts.query or parts.username:
+                raise ValueError(f"{origin!r} is not an origin such as https://example.org")
+        return ",".join(origins)
+
+    @field_validator("kafka_sasl_username")
+    @classmethod
+    def _username(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("redis_password", "kafka_sasl_password")
+    @classmethod
+    def _password(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value() else None
+
     @field_validator("periods")
     @classmethod
     def _periods(cls, value: str) -> str:
@@ -137,6 +219,60 @@ class Settings(BaseSettings):
                 f"(the index stays on 0-1000), got {total:g}")
         return self
 
+    @model_validator(mode="after")
+    def _redis_security(self) -> Settings:
+        if self.redis_password is not None and _url_password(self.redis):
+            raise ValueError("RANKFLOW_REDIS_PASSWORD is set and RANKFLOW_REDIS carries a "
+                             "password too: give it in one place")
+        tls = {"RANKFLOW_REDIS_TLS_CA_FILE": self.redis_tls_ca_file,
+               "RANKFLOW_REDIS_TLS_CERT_FILE": self.redis_tls_cert_file,
+               "RANKFLOW_REDIS_TLS_KEY_FILE": self.redis_tls_key_file}
+        given = [name for name, path in tls.items() if path is not None]
+        if given and not self.redis.startswith("rediss://"):
+            raise ValueError(f"{', '.join(given)} need(s) a rediss:// RANKFLOW_REDIS (TLS), "
+                             f"got {redacted_url(self.redis)!r}")
+        if self.redis_tls_key_file and not self.redis_tls_cert_file:
+            raise ValueError("RANKFLOW_REDIS_TLS_KEY_FILE needs RANKFLOW_REDIS_TLS_CERT_FILE")
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        sasl = protocol.startswith("SASL_")
+        if sasl:
+            for name, value in (("RANKFLOW_KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                                ("RANKFLOW_KAFKA_SASL_PASSWORD", self.kafka_sasl_password)):
+                if value is None:
+                    raise ValueError(f"{name} is needed with "
+                                     f"RANKFLOW_KAFKA_SECURITY_PROTOCOL={protocol}")
+        else:
+            unused = [name for name, given in (
+                ("RANKFLOW_KAFKA_SASL_USERNAME", self.kafka_sasl_username is not None),
+                ("RANKFLOW_KAFKA_SASL_PASSWORD", self.kafka_sasl_password is not None),
+                ("RANKFLOW_KAFKA_SASL_MECHANISM",
+                 "kafka_sasl_mechanism" in self.model_fields_set)) if given]
+            if unused:
+                raise ValueError(f"{', '.join(unused)} need(s) RANKFLOW_KAFKA_SECURITY_PROTOCOL="
+                                 f"SASL_PLAINTEXT or SASL_SSL, got {protocol}")
+        files = {"RANKFLOW_KAFKA_SSL_CA_FILE": self.kafka_ssl_ca_file,
+                 "RANKFLOW_KAFKA_SSL_CERT_FILE": self.kafka_ssl_cert_file,
+                 "RANKFLOW_KAFKA_SSL_KEY_FILE": self.kafka_ssl_key_file}
+        given = [name for name, path in files.items() if path is not None]
+        if given and not protocol.endswith("SSL"):
+            raise ValueError(f"{', '.join(given)} need(s) RANKFLOW_KAFKA_SECURITY_PROTOCOL="
+                             f"SSL or SASL_SSL, got {protocol}")
+        if self.kafka_ssl_key_file and not self.kafka_ssl_cert_file:
+            raise ValueError("RANKFLOW_KAFKA_SSL_KEY_FILE needs RANKFLOW_KAFKA_SSL_CERT_FILE")
+        return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, redacted_url(value) if name == "redis" else value
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return self.api_cors_origins.split(",") if self.api_cors_origins else []
+
     @property
     def bootstrap_servers(self) -> list[str]:
         return self.kafka.split(",")
@@ -157,7 +293,14 @@ def _describe(exc: ValidationError) -> str:
             lines.append(err["msg"].removeprefix("Value error, "))
             continue
         field = str(err["loc"][0])
-        lines.append(f"RANKFLOW_{field.upper()}: {err['msg']} (got {err.get('input')!r})")
+        given = err.get("input")
+        if field in SECRET_FIELDS:
+            shown = "(a secret, not shown)"
+        elif field == "redis" and isinstance(given, str):
+            shown = f"(got {redacted_url(given)!r})"
+        else:
+            shown = f"(got {given!r})"
+        lines.append(f"RANKFLOW_{field.upper()}: {err['msg']} {shown}")
     return "bad setting: " + "; ".join(lines)
 
 

@@ -1,0 +1,108 @@
+"""Kafka and Redis clients made from the settings, in one place: AUTH, TLS, SASL, SSL.
+
+Every client rankflow makes goes through here, so a secured deployment needs only the
+`RANKFLOW_*` security settings (streams/settings.py validates their combinations):
+
+* `redis_client(settings)`: Redis with the password (`RANKFLOW_REDIS_PASSWORD`, or the one
+  in the URL) and, for `rediss://` URLs, the CA, certificate and key files.
+* `kafka_client_options(settings)`: the keyword arguments of every aiokafka client
+  (`security_protocol`, `ssl_context`, `sasl_*`).
+* `faust_credentials(settings)`: the same for the faust app (`broker_credentials`).
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+import redis
+import redis.asyncio as aioredis
+
+from streams.settings import Settings
+
+if TYPE_CHECKING:  # faust is the worker's: the API and the tools do not import it
+    from faust.types.auth import CredentialsT
+
+
+def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context for SSL and SASL_SSL (the system's CAs unless a CA file is given)."""
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    ca = settings.kafka_ssl_ca_file
+    context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    if settings.kafka_ssl_cert_file:
+        key = settings.kafka_ssl_key_file
+        context.load_cert_chain(str(settings.kafka_ssl_cert_file), str(key) if key else None)
+    return context
+
+
+def _sasl_secret(settings: Settings) -> str:
+    assert settings.kafka_sasl_password is not None  # the settings check it for SASL_*
+    return settings.kafka_sasl_password.get_secret_value()
+
+
+def kafka_client_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for AIOKafkaProducer/Consumer/AdminClient (security only)."""
+    options: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    context = kafka_ssl_context(settings)
+    if context is not None:
+        options["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        options.update(sasl_mechanism=settings.kafka_sasl_mechanism,
+                       sasl_plain_username=settings.kafka_sasl_username,
+                       sasl_plain_password=_sasl_secret(settings))
+    return options
+
+
+def faust_credentials(settings: Settings) -> CredentialsT | None:
+    """The faust app's `broker_credentials` (None for PLAINTEXT)."""
+    import faust
+
+    protocol = settings.kafka_security_protocol
+    context = kafka_ssl_context(settings)
+    if protocol.startswith("SASL_"):
+        return faust.SASLCredentials(username=settings.kafka_sasl_username,
+                                     password=_sasl_secret(settings), ssl_context=context,
+                                     mechanism=settings.kafka_sasl_mechanism)
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def redis_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for redis-py's `from_url` beyond the URL: password and TLS files."""
+    options: dict[str, Any] = {}
+    if settings.redis_password is not None:
+        options["password"] = settings.redis_password.get_secret_value()
+    if settings.redis.startswith("rediss://"):
+        for option, path in (("ssl_ca_certs", settings.redis_tls_ca_file),
+                             ("ssl_certfile", settings.redis_tls_cert_file),
+                             ("ssl_keyfile", settings.redis_tls_key_file)):
+            if path is not None:
+                options[option] = str(path)
+    return options
+
+
+@overload
+def redis_client(settings: Settings, *, asyncio: Literal[True] = True, blocking: bool = False,
+                 **options: Any) -> aioredis.Redis: ...
+@overload
+def redis_client(settings: Settings, *, asyncio: Literal[False], blocking: bool = False,
+                 **options: Any) -> redis.Redis: ...
+def redis_client(settings: Settings, *, asyncio: bool = True, blocking: bool = False,
+                 **options: Any) -> aioredis.Redis | redis.Redis:
+    """A Redis client for RANKFLOW_REDIS with the security settings applied.
+
+    `blocking`: a pool that waits for a free connection instead of failing when all
+    `max_connections` are busy. Other options go to redis-py (`decode_responses`, ...).
+    """
+    kwargs = {**redis_options(settings), **options}
+    if asyncio:
+        if blocking:
+            return aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+                settings.redis, **kwargs))
+        return aioredis.Redis.from_url(settings.redis, **kwargs)
+    if blocking:
+        return redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+            settings.redis, **kwargs))
+    return redis.Redis.from_url(settings.redis, **kwargs)
