@@ -12,7 +12,8 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from streams.settings import Settings, load_settings
+from streams.connections import kafka_client_options, redis_client
+from streams.settings import Settings, load_settings, redacted_url
 from streams.topics import Topics
 
 log = logging.getLogger("rankflow")
@@ -37,7 +38,8 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
     from streams.topics import create_topics
 
     topics = Topics(settings.topic_prefix, settings.app_id)
-    created = asyncio.run(create_topics(settings.bootstrap_servers, topics, settings.partitions))
+    created = asyncio.run(create_topics(settings.bootstrap_servers, topics, settings.partitions,
+                                        kafka_options=kafka_client_options(settings)))
     print(f"created {len(created)} topic(s): {', '.join(created)}" if created
           else "all topics exist")
     return 0
@@ -45,7 +47,6 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import faust
-    import redis.asyncio as aioredis
 
     from streams.app import create_app
     from streams.pipeline import BatchPipeline
@@ -55,10 +56,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     # would otherwise give a missing one a single partition.
     asyncio.run(create_topics(settings.bootstrap_servers, Topics(settings.topic_prefix,
                                                                  settings.app_id),
-                              settings.partitions))
+                              settings.partitions, kafka_options=kafka_client_options(settings)))
     wiring = create_app(settings)
-    redis = aioredis.from_url(settings.redis)
-    BatchPipeline(wiring, settings, redis).install()
+    BatchPipeline(wiring, settings, redis_client(settings)).install()
     # "info", never "warn": faust maps unknown levels so that root logs at DEBUG.
     worker = faust.Worker(wiring.app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
@@ -111,7 +111,8 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         total += args.accounts
     topics = Topics(settings.topic_prefix, settings.app_id)
     sent = asyncio.run(produce(settings.bootstrap_servers, topics, messages, total,
-                               rate=args.rate, progress=not args.quiet))
+                               rate=args.rate, progress=not args.quiet,
+                               kafka_options=kafka_client_options(settings)))
     print(f"sent {sent} messages")
     return 0
 
@@ -126,8 +127,6 @@ def cmd_schemas(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Local stack, topics, a worker, the API and live traffic; prints where to look."""
-    import redis
-
     from streams.devstack import DevStack
     from streams.sink import RedisKeys
 
@@ -141,10 +140,13 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
                           str(args.rate), "--duration", str(args.duration), "--quiet"]),
     ]
     keys = RedisKeys(settings.prefix)
-    client = redis.Redis.from_url(settings.redis, decode_responses=True)
+    client = redis_client(settings, asyncio=False, decode_responses=True)
     print(f"\nThe live page: http://{settings.api_host}:{settings.api_port}/")
-    print(f"Live boards are Redis sorted sets: redis-cli -u {settings.redis} "
+    url = redacted_url(settings.redis)
+    print(f"Live boards are Redis sorted sets: redis-cli -u {url} "
           f"ZREVRANGE {keys.board('24h', 'all')} 0 9 WITHSCORES")
+    if url != settings.redis or settings.redis_password is not None:
+        print("(the password is not shown: put it in place of *** or in REDISCLI_AUTH)")
     print("Ctrl-C stops the demo (the stack keeps running: `rankflow dev down`).\n")
     try:
         while all(c.poll() is None for c in children[:1]):

@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from tqdm import tqdm
 
 from streams.aggregate import restore_runtime
 from streams.app import ACCOUNT_TABLE, PARTITION_TABLE
+from streams.connections import kafka_client_options, redis_client
 from streams.dedup import RecentEventIds
 from streams.scoring import account_view, scoring_config
 from streams.settings import Settings
@@ -47,7 +47,8 @@ def changelog(settings: Settings, table: str) -> str:
 
 async def read_latest(settings: Settings, topic: str, progress: bool) -> dict[bytes, bytes]:
     """The newest value of every key of a compacted topic (tombstones drop the key)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+                                **kafka_client_options(settings))
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
@@ -59,7 +60,8 @@ async def read_latest(settings: Settings, topic: str, progress: bool) -> dict[by
     tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
                                 enable_auto_commit=False, group_id=None,
-                                auto_offset_reset="earliest")
+                                auto_offset_reset="earliest",
+                                **kafka_client_options(settings))
     await consumer.start()
     try:
         consumer.assign(tps)
@@ -108,7 +110,7 @@ async def rebuild(settings: Settings, clear: bool = False,
                            [a for a in accounts if a.partition == p], windows, clock)
         for p in partitions
     }
-    client = aioredis.from_url(settings.redis)
+    client = redis_client(settings)
     keys = RedisKeys(settings.prefix)
     if clear:
         async for key in client.scan_iter(f"{settings.prefix}*", count=10_000):

@@ -11,8 +11,9 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -152,10 +153,14 @@ def _accumulate(values: list[float]) -> Iterator[float]:
 
 
 async def produce(bootstrap: list[str], topics: Topics, messages: Iterator[Message],
-                  total: int, rate: float | None = None, progress: bool = True) -> int:
-    """Send messages (at `rate` per second when given); returns how many were sent."""
+                  total: int, rate: float | None = None, progress: bool = True, *,
+                  kafka_options: Mapping[str, Any] | None = None) -> int:
+    """Send messages (at `rate` per second when given); returns how many were sent.
+
+    `kafka_options`: the client's security options (`connections.kafka_client_options`).
+    """
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20,
-                                max_batch_size=512 * 1024, acks=1)
+                                max_batch_size=512 * 1024, acks=1, **(kafka_options or {}))
     await producer.start()
     sent = 0
     chunk = max(1, min(1000, int(rate / 20))) if rate else 1000

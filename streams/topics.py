@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -61,9 +63,13 @@ class Topics:
         ]
 
 
-async def create_topics(bootstrap: list[str], topics: Topics, partitions: int) -> list[str]:
-    """Create the missing topics; returns the names created (empty when all exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def create_topics(bootstrap: list[str], topics: Topics, partitions: int, *,
+                        kafka_options: Mapping[str, Any] | None = None) -> list[str]:
+    """Create the missing topics; returns the names created (empty when all exist).
+
+    `kafka_options`: the client's security options (`connections.kafka_client_options`).
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(kafka_options or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
