@@ -4,10 +4,11 @@ import base64
 
 import orjson
 
-from schemas.events import Profile, ViewEvent
+from schemas.events import Profile
 from streams.ingest import (
     Rejected,
     Tombstone,
+    ValidEvent,
     dead_letter,
     parse_event,
     parse_profile,
@@ -17,8 +18,8 @@ from streams.ingest import (
 
 def test_a_good_event_with_and_without_a_key():
     raw = orjson.dumps({"event_id": "1", "account_id": "a", "ts": 5})
-    assert isinstance(parse_event("view", b"a", raw), ViewEvent)
-    assert isinstance(parse_event("view", None, raw), ViewEvent)
+    assert parse_event("view", b"a", raw) == ValidEvent("1", "a", 5, 1, None)
+    assert parse_event("view", None, raw) == ValidEvent("1", "a", 5, 1, None)
 
 
 def test_reasons_name_the_field():
@@ -37,8 +38,8 @@ def test_key_must_match_and_be_utf8():
 def test_future_rule_uses_the_record_time():
     raw = orjson.dumps({"event_id": "1", "account_id": "a", "ts": 400_001})
     assert isinstance(parse_event("view", b"a", raw, produced_ms=100_000), Rejected)
-    assert isinstance(parse_event("view", b"a", raw, produced_ms=100_001), ViewEvent)
-    assert isinstance(parse_event("view", b"a", raw, produced_ms=None), ViewEvent)
+    assert isinstance(parse_event("view", b"a", raw, produced_ms=100_001), ValidEvent)
+    assert isinstance(parse_event("view", b"a", raw, produced_ms=None), ValidEvent)
 
 
 def test_profiles_and_tombstones():
@@ -67,3 +68,24 @@ def test_partition_for_matches_kafkas_default_partitioner():
     for key in ("a", "central.00001", "police.00999", "x" * 64):
         expected = DefaultPartitioner()(key.encode(), list(range(8)), list(range(8)))
         assert partition_for(key, 8) == expected
+
+
+def test_only_strict_json_is_accepted():
+    base = b'{"event_id":"1","account_id":"a","ts":5'
+    cases = {
+        base + b',"x":NaN}': "not strict JSON",
+        base + b',"x":-Infinity}': "not strict JSON",
+        base + b',"ts":6}': "duplicate key 'ts'",
+        base + b',"t\\u0073":6}': "duplicate key 'ts'",
+        base + b',"x":{"y":1,"y":2}}': "duplicate key 'y'",
+        b"[" * 2000 + b"]" * 2000: "not strict JSON",
+        base + b',"x":"\xff"}': "not strict JSON",
+        base + b',"x":' + b"9" * 5000 + b"}": "invalid view event",
+        base + b',"x":"' + b"a" * 70_000 + b'"}': "at most 65536",
+    }
+    for raw, reason in cases.items():
+        rejected = parse_event("view", b"a", raw)
+        assert isinstance(rejected, Rejected), raw[:60]
+        assert reason in rejected.reason, (raw[:60], rejected.reason)
+    profile = b'{"account_id":"a","name":"n","category":"c","fans":1,"fans":2}'
+    assert "duplicate key 'fans'" in parse_profile(b"a", profile).reason  # type: ignore[union-attr]
