@@ -12,12 +12,20 @@ from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from schemas.events import EventBase, EventKind, Profile
+from schemas.events import EventKind, Profile
 from streams.campaigns import CampaignTotals
 from streams.dedup import RecentEventIds, Segment, source_ref, unpack_ref
-from streams.ingest import Rejected, Tombstone, dead_letter, parse_event, parse_profile
+from streams.ingest import (
+    Rejected,
+    Tombstone,
+    ValidEvent,
+    dead_letter,
+    parse_event,
+    parse_profile,
+)
 from streams.ingest import partition_for as default_partition_for
 from streams.scoring import account_view
+from streams.settings import DAY_MS
 from streams.state import (
     KIND_SLOTS,
     SLOT_ACCOUNTS,
@@ -27,7 +35,7 @@ from streams.state import (
     PartitionHeader,
 )
 from streams.topics import Topics
-from streams.windows import DecaySchedule, Windows, bucket_floors
+from streams.windows import HOUR_MS, MINUTE_MS, DecaySchedule, Windows, bucket_floors
 
 KIND_HEADER = "rf-kind"
 ORIGIN_HEADER = "rf-origin"
@@ -127,6 +135,9 @@ class BatchAggregator:
         self.check_future = check_future
         self._slots = topics.slot_of()
         self._floors = bucket_floors(0)
+        #: (account, kind, campaign, fixed windows, kept minute, hour, day) ->
+        #: [count, events, a ts, partition] of this batch's events, applied at its end
+        self._coalesced: dict[tuple[Any, ...], list[int]] = {}
 
     def process(self, records: Mapping[Any, Sequence[SourceRecord]],
                 clock_ms: int) -> BatchResult:
@@ -136,7 +147,19 @@ class BatchAggregator:
         for batch in records.values():
             if batch:
                 self._process_partition(batch, result)
+        self._apply_coalesced()
         return result
+
+    def _apply_coalesced(self) -> None:
+        floors = self._floors
+        accounts = self.accounts
+        runtimes = self.runtimes
+        for (account_id, kind, campaign, fixed, *_), (count, n, ts, partition) in \
+                self._coalesced.items():
+            opened = accounts[account_id].add(kind, count, ts, fixed, campaign, floors, n)
+            if opened:
+                runtimes[partition].schedule.add_all(opened, account_id)
+        self._coalesced.clear()
 
     def _process_partition(self, batch: Sequence[SourceRecord], result: BatchResult) -> None:
         first = batch[0]
@@ -232,7 +255,7 @@ class BatchAggregator:
             ))
         return False
 
-    def _count(self, record: SourceRecord, event: EventBase, kind: EventKind, slot: int,
+    def _count(self, record: SourceRecord, event: ValidEvent, kind: EventKind, slot: int,
                fresh: bool, runtime: PartitionRuntime, result: BatchResult,
                origin: tuple[str, int, int] | None) -> None:
         header = runtime.header
@@ -268,12 +291,21 @@ class BatchAggregator:
         if offset <= state.applied[slot]:
             return
         state.applied[slot] = offset
-        count: int = event.count  # type: ignore[attr-defined]
         ts = event.ts
-        opened = state.add(kind, count, ts, self.windows.fixed_containing(ts), event.campaign,
-                           self._floors)
-        if opened:
-            runtime.schedule.add_all(opened, event.account_id)
+        floors = self._floors
+        fixed = self.windows.fixed_containing(ts)
+        # Events that land in the same kept buckets and fixed windows change the state
+        # alike: add them up and apply them once (`_apply_coalesced`).
+        minute, hour, day = ts // MINUTE_MS, ts // HOUR_MS, ts // DAY_MS
+        group = (event.account_id, kind, event.campaign, fixed,
+                 minute if minute > floors[0] else -1, hour if hour > floors[1] else -1,
+                 day if day > floors[2] else -1)
+        sums = self._coalesced.get(group)
+        if sums is None:
+            self._coalesced[group] = [event.count, 1, ts, header.partition]
+        else:
+            sums[0] += event.count
+            sums[1] += 1
 
     def _profile(self, record: SourceRecord, fresh: bool, runtime: PartitionRuntime,
                  result: BatchResult, origin: tuple[str, int, int] | None = None) -> None:

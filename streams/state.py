@@ -76,17 +76,20 @@ class AccountState:
         return (self.profile.fans if self.profile else 0) + self.follows
 
     def add(self, kind: str, count: int, ts: int, fixed: tuple[int, ...], campaign: str | None,
-            floors: tuple[int, int, int]) -> list[int] | None:
-        """Count one event; returns the due times of the buckets it opened, if any."""
+            floors: tuple[int, int, int], events: int = 1) -> list[int] | None:
+        """Count `events` events (adding up to `count`) that fall in the buckets of `ts`.
+
+        Returns the due times of the buckets they opened, if any.
+        """
         if kind == "follow":
             self.follows += count
         slot = METRIC_OF_KIND.get(kind)
-        opened = self.counts.add(slot, count, ts, fixed, floors)
+        opened = self.counts.add(slot, count, ts, fixed, floors, events)
         if campaign is not None:
             counts = self.campaigns.get(campaign)
             if counts is None:
                 counts = self.campaigns[campaign] = WindowedCounts()
-            more = counts.add(slot, count, ts, fixed, floors)
+            more = counts.add(slot, count, ts, fixed, floors, events)
             if more:
                 opened = more if opened is None else opened + more
         return opened

@@ -119,13 +119,15 @@ class WindowedCounts:
     data: array[int] = field(default_factory=lambda: array("q"))
 
     def add(self, slot: int | None, count: int, ts: int, fixed: tuple[int, ...],
-            floors: tuple[int, int, int]) -> list[int] | None:
-        """Count one event; `slot` is VIEWS, LIKES, UPLOADS or None (follows).
+            floors: tuple[int, int, int], events: int = 1) -> list[int] | None:
+        """Count `events` events adding up to `count`, all in the buckets of `ts`.
 
-        `fixed` are the keys of the fixed windows containing the event
+        `slot` is VIEWS, LIKES, UPLOADS or None (follows).
+
+        `fixed` are the keys of the fixed windows containing them
         (`Windows.fixed_containing`). `floors` (from `bucket_floors(clock)`) are the
         newest minute, hour and day that no window reads any more: such buckets are not
-        kept. Returns the due times of the buckets this event opened (when to re-score
+        kept. Returns the due times of the buckets they opened (when to re-score
         the account), or None.
         """
         data = self.data
@@ -136,7 +138,7 @@ class WindowedCounts:
                 data.extend((FIXED, key, 0, 0, 0, 0))
             if slot is not None:
                 data[at + 2 + slot] += count
-            data[at + 5] += 1
+            data[at + 5] += events
         opened = None
         for resolution in (0, 1, 2):
             unit_ms = UNITS[resolution]
@@ -154,7 +156,7 @@ class WindowedCounts:
                     opened = dues if opened is None else opened + dues
             if slot is not None:
                 data[at + 2 + slot] += count
-            data[at + 5] += 1
+            data[at + 5] += events
         return opened
 
     def _find_fixed(self, key: int) -> int:
