@@ -51,6 +51,10 @@ SEGMENT_IDS = 5_000
 METRICS_INTERVAL = 5.0
 #: seconds between decay ticks under the wall clock (boards decay within about this)
 DECAY_INTERVAL = 1.0
+#: seconds between two checks that Redis still holds its data (the generation marker)
+REDIS_CHECK_INTERVAL = 1.0
+#: accounts per write when the whole layout is rewritten (processing goes on in between)
+REWRITE_CHUNK = 2_000
 T = TypeVar("T")
 #: (topic, key, value, partition, headers)
 Message = tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None]
@@ -78,6 +82,8 @@ class BatchPipeline:
         self._event_clock_ms = 0
         self.metrics = WorkerMetrics()
         self._reported = (time.monotonic(), 0, 0, 0)
+        #: the Redis data generation this worker's writes went to (None before the first)
+        self._generation: str | None = None
 
     def install(self) -> None:
         """Become the conductor's batch handler; decay on a timer; forget revoked partitions."""
@@ -88,6 +94,7 @@ class BatchPipeline:
         if not self.event_clock:
             self.app.timer(interval=DECAY_INTERVAL)(self._tick)
         self.app.timer(interval=METRICS_INTERVAL)(self._publish_metrics)
+        self.app.timer(interval=REDIS_CHECK_INTERVAL)(self._check_redis)
 
     async def _forget(self, app: Any, revoked: set[Any], **_: Any) -> None:
         for tp in revoked:
@@ -206,6 +213,61 @@ class BatchPipeline:
             write = self._then(self._retrying("writing Redis",
                                               lambda: self.writer.write(update)))
         await write
+
+    async def _check_redis(self, *_: Any) -> None:
+        """Notice a Redis that lost its data (FLUSHALL, restart without persistence).
+
+        The generation marker is set once per life of the data. Missing or changed
+        means Redis no longer holds what this worker wrote: it rewrites the layout of
+        every partition it owns from its state, while batches go on between chunks.
+        A marker already there when the worker starts is simply adopted.
+        """
+        try:
+            seen = await self.writer.generation()
+            if seen is not None and seen == self._generation:
+                return
+            adopted = self._generation is None and seen is not None
+            self._generation = await self.writer.claim_generation()
+        except aioredis.RedisError as exc:
+            log.warning("could not check the Redis generation marker: %s", exc)
+            return
+        if not adopted:
+            await self.rewrite_all()
+
+    async def rewrite_all(self) -> None:
+        """Rewrite every owned account, campaign total and counter in Redis from state."""
+        started = time.monotonic()
+        async with self.lock:
+            owned = [s for s in self.accounts.values() if s.partition in self.runtimes]
+        if not owned and not self.runtimes:
+            return
+        log.warning("Redis has lost its data (generation marker gone or replaced): "
+                    "rewriting %d accounts of %d partitions from state",
+                    len(owned), len(self.runtimes))
+        write: asyncio.Future[None] | None = None
+        for start in range(0, len(owned), REWRITE_CHUNK):
+            async with self.lock:
+                clock = self.clock()
+                chunk = [s for s in owned[start:start + REWRITE_CHUNK]
+                         if s.partition in self.runtimes]
+                for state in chunk:
+                    state.prune(clock)
+                write = self._then(self._write_update(self._board_update(
+                    chunk, set(), (), clock, int(time.time() * 1000))))
+            await write
+        async with self.lock:
+            clock = self.clock()
+            campaigns = {(p, c): {w: list(sums) for w, sums in totals.items()}
+                         for p, runtime in self.runtimes.items()
+                         for c, totals in runtime.campaigns.totals.items()}
+            update = self._board_update([], set(), self.runtimes, clock, clock)
+            write = self._then(self._write_update(replace(update, campaigns=campaigns)))
+        await write
+        log.warning("Redis rewritten from state: %d accounts in %.1fs", len(owned),
+                    time.monotonic() - started)
+
+    async def _write_update(self, update: BoardUpdate) -> None:
+        await self._retrying("writing Redis", lambda: self.writer.write(update))
 
     def _due(self, clock: int) -> dict[str, AccountState]:
         """Accounts with a bucket that left a rolling window by `clock`, pruned."""

@@ -8,6 +8,7 @@ so two workers owning different partitions never overwrite each other's share.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -91,6 +92,11 @@ class RedisKeys:
         return f"{self.prefix}metrics:workers"
 
     @property
+    def generation(self) -> str:
+        """A token set once per life of the Redis data: gone or changed means data lost."""
+        return f"{self.prefix}generation"
+
+    @property
     def categories(self) -> str:
         """Set of every category that has a board (for readers listing boards)."""
         return f"{self.prefix}categories"
@@ -151,6 +157,19 @@ class RedisBoardWriter:
         self.keys = keys
         self.windows = windows
         self._sum_parts = client.register_script(SUM_PARTS)
+
+    async def generation(self) -> str | None:
+        """The current data generation marker, or None when Redis has none (lost data)."""
+        token = await self.client.get(self.keys.generation)
+        return token.decode() if isinstance(token, bytes) else token
+
+    async def claim_generation(self) -> str:
+        """Set a new marker unless another worker just did; the marker now in force."""
+        await self.client.set(self.keys.generation, uuid.uuid4().hex, nx=True)
+        token = await self.generation()
+        if token is None:  # flushed again in between: the next check will see it
+            return ""
+        return token
 
     async def write(self, update: BoardUpdate) -> None:
         """One update: accounts, then campaign totals, then `meta` (last: it says "done")."""
