@@ -50,8 +50,11 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     from streams.app import create_app
     from streams.pipeline import BatchPipeline
+    from streams.readiness import wait_until_ready
     from streams.topics import create_topics
 
+    # Kafka or Redis down at start-up: wait for them (logging why), do not crash.
+    asyncio.run(wait_until_ready(settings))
     # Make sure every topic exists, co-partitioned: a broker that auto-creates topics
     # would otherwise give a missing one a single partition.
     asyncio.run(create_topics(settings.bootstrap_servers, Topics(settings.topic_prefix,
