@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -24,6 +25,9 @@ from urllib.parse import urlparse
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: the default RANKFLOW_CACHE_DIR, whose resolved jars other cache folders reuse
+DEFAULT_CACHE = Path(os.path.expanduser("~/.cache/rankflow"))
 
 POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -183,6 +187,14 @@ class DevStack:
         cp_file = self.kafka_dir / "classpath.txt"
         if cp_file.exists():
             return cp_file.read_text().strip()
+        # Another cache folder (a second stack on other ports, e.g. for a test) shares the
+        # jars Maven already resolved for the default one.
+        shared = DEFAULT_CACHE / self.kafka_dir.name / "classpath.txt"
+        if shared.exists() and all(Path(jar).exists()
+                                   for jar in shared.read_text().strip().split(":")):
+            self.kafka_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(shared, cp_file)
+            return cp_file.read_text().strip()
         if shutil.which("mvn") is None:
             raise DevStackError("Maven (mvn) is needed to fetch Kafka's jars: "
                                 "apt-get install maven")
@@ -297,18 +309,8 @@ class DevStack:
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.redis.answers() and self._kafka_ready():
-                return
-            for pid_file, name, logfile in (
-                (self.kafka_dir / "kafka.pid", "kafka", self.kafka_dir / "logs" / "server.log"),
-                (self.redis_dir / "redis.pid", "redis", self.redis_dir / "redis.log"),
-            ):
-                if pid_file.exists() and _pid_alive(pid_file) is None:
-                    raise DevStackError(f"{name} exited during start-up; see {logfile}")
-            time.sleep(0.5)
-        raise DevStackError(f"the stack did not answer within {timeout:.0f}s; see the logs "
-                            f"under {self.root}")
+        self.wait_redis(timeout)
+        self.wait_kafka(max(1.0, deadline - time.monotonic()))
 
     def _kafka_ready(self) -> bool:
         """The broker answers a metadata request (an open port is not enough)."""
@@ -317,8 +319,34 @@ class DevStack:
         return asyncio.run(_kafka_answers(f"{self.kafka.host}:{self.kafka.port}"))
 
     def down(self) -> list[str]:
-        return [_stop_pid(self.kafka_dir / "kafka.pid", "kafka"),
-                _stop_pid(self.redis_dir / "redis.pid", "redis")]
+        return [self.stop_kafka(), self.stop_redis()]
+
+    def stop_kafka(self, timeout: float = 30.0) -> str:
+        """SIGTERM (a controlled shutdown), SIGKILL after `timeout` seconds."""
+        return _stop_pid(self.kafka_dir / "kafka.pid", "kafka", timeout)
+
+    def stop_redis(self, timeout: float = 30.0) -> str:
+        return _stop_pid(self.redis_dir / "redis.pid", "redis", timeout)
+
+    def wait_kafka(self, timeout: float) -> None:
+        """Until the broker answers a metadata request; an error if it exited."""
+        self._wait_for("kafka", self._kafka_ready, self.kafka_dir / "kafka.pid",
+                       self.kafka_dir / "logs" / "server.log", timeout)
+
+    def wait_redis(self, timeout: float) -> None:
+        self._wait_for("redis", self.redis.answers, self.redis_dir / "redis.pid",
+                       self.redis_dir / "redis.log", timeout)
+
+    def _wait_for(self, name: str, ready: Callable[[], bool], pid_file: Path, logfile: Path,
+                  timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready():
+                return
+            if pid_file.exists() and _pid_alive(pid_file) is None:
+                raise DevStackError(f"{name} exited during start-up; see {logfile}")
+            time.sleep(0.5)
+        raise DevStackError(f"{name} did not answer within {timeout:.0f}s; see {logfile}")
 
     def status(self) -> list[str]:
         lines = []
