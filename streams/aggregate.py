@@ -135,14 +135,18 @@ class BatchAggregator:
         self.check_future = check_future
         self._slots = topics.slot_of()
         self._floors = bucket_floors(0)
-        #: (account, kind, campaign, fixed windows, kept minute, hour, day) ->
+        #: per resolution (minute, hour, day), the first time whose bucket is kept
+        self._kept_from = (0, 0, 0)
+        #: (account, kind, campaign, fixed windows, finest kept bucket) ->
         #: [count, events, a ts, partition] of this batch's events, applied at its end
         self._coalesced: dict[tuple[Any, ...], list[int]] = {}
 
     def process(self, records: Mapping[Any, Sequence[SourceRecord]],
                 clock_ms: int) -> BatchResult:
         """Apply a batch; `clock_ms` (the clock before it) decides which buckets to keep."""
-        self._floors = bucket_floors(clock_ms)
+        self._floors = floors = bucket_floors(clock_ms)
+        self._kept_from = ((floors[0] + 1) * MINUTE_MS, (floors[1] + 1) * HOUR_MS,
+                           (floors[2] + 1) * DAY_MS)
         result = BatchResult()
         for batch in records.values():
             if batch:
@@ -154,7 +158,7 @@ class BatchAggregator:
         floors = self._floors
         accounts = self.accounts
         runtimes = self.runtimes
-        for (account_id, kind, campaign, fixed, *_), (count, n, ts, partition) in \
+        for (account_id, kind, campaign, fixed, _), (count, n, ts, partition) in \
                 self._coalesced.items():
             opened = accounts[account_id].add(kind, count, ts, fixed, campaign, floors, n)
             if opened:
@@ -169,14 +173,89 @@ class BatchAggregator:
         header = runtime.header
         watermark = header.watermarks[slot]
         result.partitions.add(partition)
+        if kind is not None:
+            self._events(batch, slot, kind, watermark, runtime, result)
+        else:
+            for record in batch:
+                fresh = record.offset > watermark
+                if slot == SLOT_ACCOUNTS:
+                    self._profile(record, fresh, runtime, result)
+                else:
+                    self._event(record, slot, kind, fresh, runtime, result)
+        header.watermarks[slot] = max(watermark, batch[-1].offset)
+
+    def _events(self, batch: Sequence[SourceRecord], slot: int, kind: EventKind,
+                watermark: int, runtime: PartitionRuntime, result: BatchResult) -> None:
+        """Records of an event topic: the hot loop, `_event` and `_count` made one.
+
+        Anything out of the ordinary (rejected, misplaced, duplicate) takes the same
+        helpers as the general path.
+        """
+        header = runtime.header
+        partition = header.partition
+        first_seen, remember = runtime.recent.first_seen, runtime.recent.add
+        touched = result.accounts
+        check_future = self.check_future
+        n_partitions = self.n_partitions
+        coalesce = self._coalesce
+        counted, clock = 0, header.clock
         for record in batch:
             offset = record.offset
             fresh = offset > watermark
-            if slot == SLOT_ACCOUNTS:
-                self._profile(record, fresh, runtime, result)
-            else:
-                self._event(record, slot, kind, fresh, runtime, result)
-        header.watermarks[slot] = max(watermark, batch[-1].offset)
+            key = record.key
+            event = parse_event(kind, key, record.value,
+                                record.timestamp if check_future else None)
+            if type(event) is Rejected:
+                self._reject(record, event.reason, fresh, header, result)
+                continue
+            assert isinstance(event, ValidEvent)
+            account_id = event.account_id
+            if key is None or default_partition_for(account_id, n_partitions) != partition:
+                self._placed(record, account_id, kind, slot, fresh, runtime, result, None)
+                continue
+            ref = source_ref(slot, offset)
+            seen = first_seen(event.event_id)
+            if seen is None:
+                remember(event.event_id, ref)
+            elif seen != ref:
+                self._duplicate(record, event.event_id, seen, fresh, header, result, None)
+                continue
+            state = touched.get(account_id) or self._state(account_id, partition, result)
+            if fresh:
+                counted += 1
+                if event.ts > clock:
+                    clock = event.ts
+            applied = state.applied
+            if offset > applied[slot]:
+                applied[slot] = offset
+                coalesce(event, kind, partition)
+        header.events += counted
+        result.counted += counted
+        header.clock = clock
+
+    def _coalesce(self, event: ValidEvent, kind: EventKind, partition: int) -> None:
+        """Add an event to its group: events that land in the same kept buckets and fixed
+        windows change the state alike, so each group is applied once (`_apply_coalesced`).
+        """
+        ts = event.ts
+        minute_from, hour_from, day_from = self._kept_from
+        # the finest kept bucket decides the coarser ones: one int names it
+        if ts >= minute_from:
+            bucket = ts // MINUTE_MS * 4
+        elif ts >= hour_from:
+            bucket = ts // HOUR_MS * 4 + 1
+        elif ts >= day_from:
+            bucket = ts // DAY_MS * 4 + 2
+        else:
+            bucket = 3
+        group = (event.account_id, kind, event.campaign, self.windows.fixed_containing(ts),
+                 bucket)
+        sums = self._coalesced.get(group)
+        if sums is None:
+            self._coalesced[group] = [event.count, 1, ts, partition]
+        else:
+            sums[0] += event.count
+            sums[1] += 1
 
     def _reject(self, record: SourceRecord, reason: str, fresh: bool, header: PartitionHeader,
                 result: BatchResult, origin: tuple[str, int, int] | None = None) -> None:
@@ -274,11 +353,7 @@ class BatchAggregator:
         if seen is not None and seen != ref:
             if origin_key is not None and first_ref is None:
                 recent.add_origin(origin_key, ref)
-            first_slot, first_offset = unpack_ref(seen)
-            reason = (f"duplicate event_id {event.event_id!r}: first counted from "
-                      f"{self.topics.sources[first_slot]} partition {header.partition} "
-                      f"offset {first_offset}")
-            self._reject(record, reason, fresh, header, result, origin)
+            self._duplicate(record, event.event_id, seen, fresh, header, result, origin)
             return
         if seen is None:
             recent.add(event.event_id, ref, origin_key)
@@ -291,21 +366,16 @@ class BatchAggregator:
         if offset <= state.applied[slot]:
             return
         state.applied[slot] = offset
-        ts = event.ts
-        floors = self._floors
-        fixed = self.windows.fixed_containing(ts)
-        # Events that land in the same kept buckets and fixed windows change the state
-        # alike: add them up and apply them once (`_apply_coalesced`).
-        minute, hour, day = ts // MINUTE_MS, ts // HOUR_MS, ts // DAY_MS
-        group = (event.account_id, kind, event.campaign, fixed,
-                 minute if minute > floors[0] else -1, hour if hour > floors[1] else -1,
-                 day if day > floors[2] else -1)
-        sums = self._coalesced.get(group)
-        if sums is None:
-            self._coalesced[group] = [event.count, 1, ts, header.partition]
-        else:
-            sums[0] += event.count
-            sums[1] += 1
+        self._coalesce(event, kind, header.partition)
+
+    def _duplicate(self, record: SourceRecord, event_id: str, seen: int, fresh: bool,
+                   header: PartitionHeader, result: BatchResult,
+                   origin: tuple[str, int, int] | None) -> None:
+        first_slot, first_offset = unpack_ref(seen)
+        reason = (f"duplicate event_id {event_id!r}: first counted from "
+                  f"{self.topics.sources[first_slot]} partition {header.partition} "
+                  f"offset {first_offset}")
+        self._reject(record, reason, fresh, header, result, origin)
 
     def _profile(self, record: SourceRecord, fresh: bool, runtime: PartitionRuntime,
                  result: BatchResult, origin: tuple[str, int, int] | None = None) -> None:
