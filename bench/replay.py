@@ -41,14 +41,22 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (a figure that contention leaves alone)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_worker(env: dict[str, str], expected: int, prefix: str,
                client: redis.Redis) -> dict[str, float]:
     """One cold start until `expected` messages are counted; its timings and RSS."""
     log = HERE / f"{env['RANKFLOW_APP_ID']}-worker.log"
     started = time.monotonic()
     with log.open("wb") as out:
+        # run from the code folder: `-m` puts the working directory first on sys.path
         worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
-                                  stdout=out, stderr=subprocess.STDOUT)
+                                  cwd=env.get("PYTHONPATH"), stdout=out,
+                                  stderr=subprocess.STDOUT)
         done, first_seen = 0, None
         try:
             while done < expected:
@@ -61,6 +69,7 @@ def run_worker(env: dict[str, str], expected: int, prefix: str,
                     first_seen = time.monotonic()
             elapsed = time.monotonic() - started
             rss = peak_rss_mb(worker.pid)
+            cpu = cpu_seconds(worker.pid)
         finally:
             worker.terminate()
             worker.wait(timeout=60)
@@ -70,7 +79,8 @@ def run_worker(env: dict[str, str], expected: int, prefix: str,
     for start in range(0, len(keys), 10_000):
         client.delete(*keys[start:start + 10_000])
     return {"eps": expected / elapsed, "steady_eps": expected / (elapsed - startup),
-            "seconds": elapsed, "startup_seconds": startup, "rss_mb": rss}
+            "seconds": elapsed, "startup_seconds": startup, "rss_mb": rss,
+            "cpu_us_per_event": cpu / expected * 1e6}
 
 
 def main() -> int:
@@ -116,6 +126,7 @@ def main() -> int:
             run = run_worker(env, args.events, f"{app_id}:", client)
             runs[str(code)].append(run)
             print(f"run {i + 1}, {code}: {run['eps']:,.0f} events/s, "
+                  f"{run['cpu_us_per_event']:.1f} µs CPU per event, "
                   f"{run['rss_mb']:.0f} MB peak RSS")
 
     def median(code: Path, key: str) -> float:
@@ -134,6 +145,7 @@ def main() -> int:
                    f"Python {platform.python_version()}",
         "per_code": {str(code): {"cold_start_eps": round(median(code, "eps")),
                                  "rss_mb": round(median(code, "rss_mb"), 1),
+                                 "cpu_us_per_event": round(median(code, "cpu_us_per_event"), 2),
                                  "all_eps": [round(r["eps"]) for r in runs[str(code)]]}
                      for code in codes},
     }
