@@ -23,6 +23,7 @@ from streams.aggregate import Topics
 from streams.connections import faust_credentials
 from streams.settings import Settings
 from streams.state import AccountState, decode_segment
+from streams.topics import DEAD_LETTER_MAX_BYTES
 from streams.transport import BatchTopic
 
 ACCOUNT_TABLE = "account-state"
@@ -117,7 +118,7 @@ def create_app(settings: Settings) -> Wiring:
         table_standby_replicas=0,
         producer_acks=-1,
         producer_linger_ms=2,
-        producer_max_request_size=4 * 1024 * 1024,
+        producer_max_request_size=DEAD_LETTER_MAX_BYTES,
         stream_wait_empty=True,
         logging_config=None,
     )

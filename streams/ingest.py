@@ -14,6 +14,7 @@ also words every rejection. It is five times cheaper than the model per event.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -224,12 +225,20 @@ def parse_profile(key: bytes | None, value: bytes | None) -> Profile | Tombstone
 
 def dead_letter(reason: str, topic: str, partition: int, offset: int,
                 value: bytes | None) -> bytes:
-    """The dead-letter envelope (contract §1) as JSON bytes; `value` kept untouched."""
+    """The dead-letter envelope (contract §1) as JSON bytes; `value` kept untouched.
+
+    UTF-8 text stays text; other bytes, and values over MAX_MESSAGE_BYTES (whose JSON
+    escapes could take six bytes per byte), are base64: an envelope is at most 4/3 of
+    its value plus the reason.
+    """
     raw = value or b""
-    try:
-        text, encoding = raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+    text: str | None = None
+    if len(raw) <= MAX_MESSAGE_BYTES:
+        with contextlib.suppress(UnicodeDecodeError):
+            text = raw.decode("utf-8")
+    encoding = "utf-8" if text is not None else "base64"
+    if text is None:
+        text = base64.b64encode(raw).decode("ascii")
     letter = DeadLetter(reason=reason, topic=topic, partition=partition, offset=offset,
                         value=text, value_encoding=encoding)  # type: ignore[arg-type]
     return orjson.dumps(letter.model_dump())

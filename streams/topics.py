@@ -20,6 +20,10 @@ class TopicLayoutError(SystemExit):
     """Existing topics that cannot be co-partitioned as configured."""
 
 
+#: the largest dead-letter record: a base64 envelope of a 2 MiB message fits
+DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
     """The topic names a worker reads and writes (contract §1, with the topic prefix)."""
@@ -55,12 +59,15 @@ class Topics:
         return slots
 
     def declarations(self, partitions: int) -> list[NewTopic]:
-        """Every topic of §1, plus the internal re-keying topic, co-partitioned."""
-        compacted = {"cleanup.policy": "compact"}
-        return [
-            NewTopic(name, partitions, 1, topic_configs=compacted if name == self.accounts else {})
-            for name in (*self.sources, self.dlq)
-        ]
+        """Every topic of §1, plus the internal re-keying topic, co-partitioned.
+
+        The dead-letter topic takes records up to DEAD_LETTER_MAX_BYTES: an envelope
+        carries the whole rejected value, which may be as large as the broker allows.
+        """
+        configs = {self.accounts: {"cleanup.policy": "compact"},
+                   self.dlq: {"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}}
+        return [NewTopic(name, partitions, 1, topic_configs=configs.get(name, {}))
+                for name in (*self.sources, self.dlq)]
 
 
 async def create_topics(bootstrap: list[str], topics: Topics, partitions: int, *,

@@ -89,3 +89,10 @@ def test_only_strict_json_is_accepted():
         assert reason in rejected.reason, (raw[:60], rejected.reason)
     profile = b'{"account_id":"a","name":"n","category":"c","fans":1,"fans":2}'
     assert "duplicate key 'fans'" in parse_profile(b"a", profile).reason  # type: ignore[union-attr]
+
+
+def test_an_oversized_value_is_kept_whole_as_base64():
+    value = b"\x01" * 1_048_576
+    letter = orjson.loads(dead_letter("too big", "events.view", 0, 1, value))
+    assert letter["value_encoding"] == "base64"
+    assert base64.b64decode(letter["value"]) == value
