@@ -32,10 +32,12 @@ from prometheus_client.core import (
     Metric,
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas.events import ID_PATTERN
 from streams.api.feed import ChangeFeed
+from streams.api.guard import ALLOWED, RequestGuard
 from streams.api.history import History, HistoryRecorder
 from streams.api.models import (
     Account,
@@ -48,6 +50,7 @@ from streams.api.models import (
     Leaderboard,
 )
 from streams.api.reader import BoardReader
+from streams.connections import redis_client
 from streams.settings import Settings
 from streams.sink import RedisKeys
 from streams.windows import Windows
@@ -151,8 +154,8 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     windows = Windows(settings.named_periods)
     keys = RedisKeys(settings.prefix)
     # A bounded pool that waits for a free connection rather than failing under load.
-    client = client or aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-        settings.redis, decode_responses=True, max_connections=64, timeout=10))
+    client = client or redis_client(settings, blocking=True, decode_responses=True,
+                                    max_connections=64, timeout=10)
     reader = BoardReader(client, keys, windows)
     feed = ChangeFeed(client, keys.changes)
     history = History()
@@ -177,6 +180,13 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     Board = Annotated[str, Query(pattern=BOARD_PATTERN, max_length=140,
                                  description="all, cat:{category} or campaign:{campaign}")]
 
+    # Outermost first: metrics count every answer, CORS answers preflights (only when
+    # origins are configured), the guard refuses writes and oversized requests.
+    api.add_middleware(RequestGuard)
+    if settings.cors_origins:
+        api.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=list(ALLOWED), allow_headers=["Last-Event-ID"],
+                           allow_credentials=False, max_age=600)
     api.add_middleware(RequestMetrics, metrics=metrics)
 
     @api.exception_handler(StarletteHTTPException)
