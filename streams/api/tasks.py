@@ -18,7 +18,12 @@ class BackgroundTask:
             self._task = asyncio.ensure_future(self.run())
 
     async def stop(self) -> None:
-        if self._task is not None:
+        # Cancel until it ends: a cancellation that lands while redis-py connects can be
+        # swallowed (the task then sleeps and loops on), which hung a quick shutdown.
+        while self._task is not None and not self._task.done():
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait({self._task}, timeout=0.5)
+        if self._task is not None:
+            if not self._task.cancelled():
+                self._task.exception()  # retrieved, so asyncio does not warn about it
             self._task = None
