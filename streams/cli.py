@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 
 from streams.connections import kafka_client_options, redis_client
-from streams.settings import Settings, load_settings, redacted_url
+from streams.settings import Settings, load_settings, redact, redacted_url
 from streams.topics import Topics
 
 log = logging.getLogger("rankflow")
@@ -22,6 +22,29 @@ log = logging.getLogger("rankflow")
 def _setup_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_logs(settings.secrets)
+
+
+def redact_logs(secrets: tuple[str, ...]) -> None:
+    """Mask the secrets in every log record, whatever handler writes it (faust installs
+    its own): aiokafka's debug log, for one, shows SASL authentication bytes."""
+    if not secrets:
+        return
+    make_record = logging.getLogRecordFactory()
+    formatter = logging.Formatter()
+
+    def redacting_record(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: show its parts, still masked
+            message = f"{record.msg!s} {record.args!r}"
+        record.msg, record.args = redact(message, secrets), None
+        if record.exc_info:
+            record.exc_text = redact(formatter.formatException(record.exc_info), secrets)
+        return record
+
+    logging.setLogRecordFactory(redacting_record)
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:

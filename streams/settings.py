@@ -9,12 +9,12 @@ in error messages (`redacted_url`), so printing or logging settings shows no sec
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     Field,
@@ -54,6 +54,15 @@ def redacted_url(url: str) -> str:
             query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs],
                               safe="*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """The text with every secret (also as a str or bytes repr shows it) replaced by `***`."""
+    for secret in secrets:
+        for shown in {secret, repr(secret)[1:-1], repr(secret.encode())[2:-1]}:
+            if shown and shown in text:
+                text = text.replace(shown, "***")
+    return text
 
 
 def _url_password(url: str) -> str | None:
@@ -268,6 +277,16 @@ class Settings(BaseSettings):
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
             yield name, redacted_url(value) if name == "redis" else value
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret the settings hold, for `redact` (passwords, also in the Redis URL)."""
+        values = [s.get_secret_value() for s in (self.redis_password, self.kafka_sasl_password)
+                  if s is not None]
+        in_url = _url_password(self.redis)
+        if in_url:
+            values += [in_url, unquote(in_url)]
+        return tuple(dict.fromkeys(values))
 
     @property
     def cors_origins(self) -> list[str]:

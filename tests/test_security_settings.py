@@ -161,3 +161,25 @@ def test_bad_security_settings_stop_start_up(clean_env, tmp_path, env, named):
 def test_cors_origins_list(clean_env):
     clean_env.setenv("RANKFLOW_API_CORS_ORIGINS", " https://a.example , http://localhost:3000 ")
     assert load_settings().cors_origins == ["https://a.example", "http://localhost:3000"]
+
+
+def test_log_records_are_redacted(caplog):
+    from streams.cli import redact_logs
+
+    previous = logging.getLogRecordFactory()
+    try:
+        redact_logs((KAFKA_PW, "q'x9z"))
+        with caplog.at_level(logging.DEBUG):
+            log = logging.getLogger("aiokafka.conn")
+            log.debug("Request: SaslAuthenticateRequest(auth_bytes=%r)",
+                      f"\x00rankflow\x00{KAFKA_PW}".encode())
+            log.info("a password with a quote: %r", "q'x9z")
+            try:
+                raise RuntimeError(f"failed with {KAFKA_PW}")
+            except RuntimeError:
+                log.exception("it broke")
+            log.info("bad %d format", "x")
+    finally:
+        logging.setLogRecordFactory(previous)
+    assert "rankflow" in caplog.text and "it broke" in caplog.text and "***" in caplog.text
+    assert KAFKA_PW not in caplog.text and "x9z" not in caplog.text
