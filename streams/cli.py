@@ -39,7 +39,7 @@ def redact_logs(secrets: tuple[str, ...]) -> None:
             message = record.getMessage()
         except Exception:  # a bad format string: show its parts, still masked
             message = f"{record.msg!s} {record.args!r}"
-        record.msg, record.args = redact(message, secrets), None
+        record.msg, record.args = redact(message, secrets), ()
         if record.exc_info:
             record.exc_text = redact(formatter.formatException(record.exc_info), secrets)
         return record
