@@ -42,9 +42,10 @@ test: install lint browser
 	$(BIN)/rankflow dev up
 	$(BIN)/pytest
 
+# The side-by-side benchmark (issue 5): raw ceiling, naive faust, rankflow, latency.
 bench: install
 	$(BIN)/rankflow dev up
-	$(PY) bench/replay.py
+	$(PY) bench/compare.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

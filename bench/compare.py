@@ -1,0 +1,297 @@
+"""Side-by-side benchmark (`make bench`): the ceiling, the naive faust app, rankflow.
+
+    .venv/bin/python bench/compare.py                    # 2,000,000 events, ~10 minutes
+    .venv/bin/python bench/compare.py --events 200000    # a quick look
+
+One preloaded replay (fixed seed, all windows on), then one after another:
+
+* `raw_eps`: the ceiling: aiokafka `getmany` and orjson decoding of every message,
+  doing nothing else (one consumer, all input partitions, from a cold start);
+* `naive_eps`: bench/naive.py, the textbook per-event faust app, cold start, measured
+  over what it counts within `--naive-seconds` (it is too slow to finish);
+* `rankflow_eps`: one `rankflow worker`, cold start until `rf:meta` counts every message,
+  with its peak RSS and CPU time;
+* latency: a fresh worker fed live at half of `rankflow_eps`; a probe account gets one
+  event every 50 ms, and a poller times each one from its production to its effect in
+  Redis (`acct:{probe}` `all.views`);
+* `state_bytes_per_account`: the average account-state changelog record.
+
+Prints a table and writes bench/results.json. Needs `rankflow dev up`. Ratios between
+these figures are what carries from machine to machine: all of them share its cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from naive import run_naive
+from replay import run_worker
+from tqdm import tqdm
+
+from streams.app import ACCOUNT_TABLE
+from streams.connections import kafka_client_options, redis_client
+from streams.ingest import partition_for
+from streams.rebuild import changelog, read_latest
+from streams.settings import Settings, load_settings
+from streams.simulate import SimulatedPlatform, produce
+from streams.topics import Topics, create_topics
+
+HERE = Path(__file__).resolve().parent
+PROBE = "bench-probe"
+PROBE_EVERY_S = 0.05
+
+
+async def raw_ceiling(settings: Settings, topics: Topics, expected: int) -> float:
+    """Events/s of getmany + orjson.loads over every input message, from a cold start."""
+    started = time.monotonic()
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=4 * 1024 * 1024,
+                                **kafka_client_options(settings))
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics.sources[:5]
+               for p in range(settings.partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        decoded = 0
+        while remaining:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=20_000)
+            for tp, records in batch.items():
+                for record in records:
+                    try:  # noqa: SIM105 (suppress() costs a context per message)
+                        orjson.loads(record.value)  # type: ignore[arg-type]
+                    except orjson.JSONDecodeError:
+                        pass
+                decoded += len(records)
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return decoded / (time.monotonic() - started)
+
+
+def fresh_env(settings: Settings, app_id: str) -> dict[str, str]:
+    asyncio.run(create_topics(settings.bootstrap_servers, Topics(settings.topic_prefix, app_id),
+                              settings.partitions, kafka_options=kafka_client_options(settings)))
+    return {**os.environ, "RANKFLOW_APP_ID": app_id, "RANKFLOW_PREFIX": f"{app_id}:",
+            "PYTHONPATH": str(HERE.parent), "RANKFLOW_SESSION_TIMEOUT": "6",
+            "RANKFLOW_REBALANCE_TIMEOUT": "6"}
+
+
+def state_bytes_per_account(settings: Settings, app_id: str) -> float:
+    """Average size of the latest account-state record per account in the changelog."""
+    own = settings.model_copy(update={"app_id": app_id})
+    latest = asyncio.run(read_latest(own, changelog(own, ACCOUNT_TABLE), False))
+    return sum(map(len, latest.values())) / max(1, len(latest))
+
+
+class ProbeTimer:
+    """Times probe events from production to their effect in Redis."""
+
+    def __init__(self, client: redis.Redis, key: str) -> None:
+        self.client, self.key = client, key
+        self.sent: dict[int, float] = {}
+        self.latencies_ms: list[float] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        done = 0
+        while not self.stop.is_set():
+            views = int(self.client.hget(self.key, "all.views") or 0)  # type: ignore[arg-type]
+            now = time.time()
+            for n in range(done + 1, views + 1):
+                if n in self.sent:
+                    self.latencies_ms.append((now - self.sent[n]) * 1000)
+            done = max(done, views)
+            time.sleep(0.002)
+
+
+async def live_load(settings: Settings, topics: Topics, rate: float, seconds: float,
+                    probe: ProbeTimer, accounts: int) -> int:
+    """Produce live events at `rate`/s for `seconds` through per-partition record batches,
+    with one probe event every PROBE_EVERY_S; returns how many were sent."""
+    sim = SimulatedPlatform(seed=7, accounts=accounts, start_ms=int(time.time() * 1000))
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks=1,
+                                linger_ms=5, **kafka_client_options(settings))
+    await producer.start()
+    events = sim.events(int(rate * seconds) + 1, live=True)
+    started = time.monotonic()
+    sent = probes = 0
+    try:
+        while (elapsed := time.monotonic() - started) < seconds:
+            due = int(rate * elapsed) - sent
+            batches: dict[tuple[str, int], Any] = {}
+            for message in events:
+                if due <= 0:
+                    break
+                key = message.key or b""
+                tp = (topics.event(message.kind),  # type: ignore[arg-type]
+                      partition_for(key.decode(), settings.partitions))
+                batch = batches.get(tp)
+                if batch is None:
+                    batch = batches[tp] = producer.create_batch()
+                batch.append(key=message.key, value=message.value, timestamp=None)
+                sent += 1
+                due -= 1
+            if probes < elapsed / PROBE_EVERY_S:
+                probes += 1
+                value = orjson.dumps({"event_id": f"probe-{probes}", "account_id": PROBE,
+                                      "ts": int(time.time() * 1000), "count": 1})
+                tp = (topics.event("view"), partition_for(PROBE, settings.partitions))
+                batch = batches.get(tp) or batches.setdefault(tp, producer.create_batch())
+                batch.append(key=PROBE.encode(), value=value, timestamp=None)
+                probe.sent[probes] = time.time()
+            for (topic, partition), batch in batches.items():
+                batch.close()
+                await producer.send_batch(batch, topic, partition=partition)
+            await asyncio.sleep(0.005)
+    finally:
+        await producer.stop()
+    return sent
+
+
+def latency_run(settings: Settings, rate: float, seconds: float, accounts: int,
+                name: str) -> dict[str, float]:
+    """A fresh worker fed live at `rate`; the probe's production-to-Redis latencies."""
+    import subprocess
+
+    app_id = f"{name}-live"
+    os.environ["RANKFLOW_TOPIC_PREFIX"] = f"{app_id}."
+    live = load_settings()
+    topics = Topics(live.topic_prefix, app_id)
+    env = {**fresh_env(live, app_id), "RANKFLOW_TOPIC_PREFIX": live.topic_prefix}
+    client = redis_client(live, asyncio=False, decode_responses=True)
+    probe = ProbeTimer(client, f"{app_id}:acct:{PROBE}")
+    log = HERE / f"{app_id}-worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT)
+        try:
+            # warm up: the worker has joined its group once a first event shows in Redis
+            asyncio.run(produce(live.bootstrap_servers, topics, iter(
+                SimulatedPlatform(seed=1, accounts=10, start_ms=int(time.time() * 1000))
+                .events(10, live=True)), 10, progress=False,
+                kafka_options=kafka_client_options(live)))
+            deadline = time.monotonic() + 120
+            while not client.hget(f"{app_id}:meta", "events"):
+                if time.monotonic() > deadline or worker.poll() is not None:
+                    raise SystemExit(f"the live worker did not start; see {log}")
+                time.sleep(0.1)
+            probe.thread.start()
+            sent = asyncio.run(live_load(live, topics, rate, seconds, probe, accounts))
+            time.sleep(3)
+            probe.stop.set()
+            probe.thread.join()
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+    log.unlink()
+    got = sorted(probe.latencies_ms)
+    if not got:
+        raise SystemExit("no probe event reached Redis")
+    return {"rate": rate, "sent": sent, "achieved_eps": sent / seconds, "probes": len(got),
+            "probes_sent": len(probe.sent),
+            "p50_ms": statistics.median(got),
+            "p99_ms": got[min(len(got) - 1, int(len(got) * 0.99))]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=2_000_000)
+    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--naive-seconds", type=float, default=60.0)
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    args = parser.parse_args()
+
+    name = f"cmp{int(time.time())}"
+    os.environ["RANKFLOW_TOPIC_PREFIX"] = f"{name}."
+    settings = load_settings()
+    topics = Topics(settings.topic_prefix, f"{name}-raw")
+    asyncio.run(create_topics(settings.bootstrap_servers, topics, settings.partitions,
+                              kafka_options=kafka_client_options(settings)))
+    sim = SimulatedPlatform(seed=args.seed, accounts=args.accounts,
+                            start_ms=int(time.time() * 1000) - 86_400_000,
+                            step_ms=86_400_000 / args.events, bad_share=0.001,
+                            duplicate_share=0.001)
+    total = args.accounts + args.events
+    print(f"preloading {args.events:,} events for {args.accounts:,} accounts ...")
+    asyncio.run(produce(settings.bootstrap_servers, topics,
+                        chain(sim.profiles(), sim.events(args.events)), total,
+                        kafka_options=kafka_client_options(settings)))
+    client = redis_client(settings, asyncio=False, decode_responses=True)
+    results: dict[str, Any] = {"events": args.events, "accounts": args.accounts,
+                               "seed": args.seed}
+    steps = tqdm(total=4, desc="bench", unit="step")
+
+    raw = asyncio.run(raw_ceiling(settings, topics, total))
+    results["raw_eps"] = round(raw)
+    steps.update()
+
+    naive = run_naive(fresh_env(settings, f"{name}-naive"), total, f"{name}-naive:", client,
+                      args.naive_seconds)
+    results["naive_eps"] = round(naive["eps"])
+    results["naive"] = {k: round(v, 2) for k, v in naive.items()}
+    steps.update()
+
+    app_id = f"{name}-rankflow"
+    run = run_worker(fresh_env(settings, app_id), total, f"{app_id}:", client)
+    results["rankflow_eps"] = round(run["eps"])
+    results["rankflow"] = {k: round(v, 2) for k, v in run.items()}
+    results["rss_mb"] = round(run["rss_mb"], 1)
+    results["state_bytes_per_account"] = round(state_bytes_per_account(settings, app_id))
+    steps.update()
+
+    latency = latency_run(settings, run["eps"] / 2, args.latency_seconds, args.accounts, name)
+    results["latency_p50_ms"] = round(latency["p50_ms"], 1)
+    results["latency_p99_ms"] = round(latency["p99_ms"], 1)
+    results["latency"] = {k: round(v, 1) for k, v in latency.items()}
+    steps.update()
+    steps.close()
+
+    results["ratios"] = {
+        "rankflow_to_raw": round(run["eps"] / raw, 3),
+        "rankflow_to_naive": round(run["eps"] / naive["eps"], 1),
+    }
+    results["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, "
+                          f"Python {platform.python_version()}")
+    rows = [("raw ceiling (getmany + orjson)", f"{raw:,.0f} events/s"),
+            (f"naive faust ({naive['events']:,.0f} events in {naive['seconds']:.0f} s)",
+             f"{naive['eps']:,.0f} events/s"),
+            ("rankflow, one worker, cold start", f"{run['eps']:,.0f} events/s"),
+            ("rankflow / raw", f"{results['ratios']['rankflow_to_raw']:.2f}"),
+            ("rankflow / naive", f"{results['ratios']['rankflow_to_naive']:.0f}x"),
+            (f"latency at {latency['achieved_eps']:,.0f} events/s, p50 / p99",
+             f"{latency['p50_ms']:.0f} / {latency['p99_ms']:.0f} ms"),
+            ("peak RSS", f"{results['rss_mb']:.0f} MB"),
+            ("state per account (changelog record)",
+             f"{results['state_bytes_per_account']} B")]
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
