@@ -115,6 +115,20 @@ def restore_runtime(
     return runtime
 
 
+def _origin(text: str) -> tuple[str, int, int] | None:
+    """`topic:partition:offset` as the worker writes it, or None."""
+    parts = text.rsplit(":", 2)
+    if len(parts) != 3 or not parts[0]:
+        return None
+    topic, partition, offset = parts
+    if not (partition.isascii() and partition.isdigit() and offset.isascii()
+            and offset.isdigit()):
+        return None
+    if int(partition) >= 2**31 or int(offset) >= 2**63:
+        return None
+    return topic, int(partition), int(offset)
+
+
 class BatchAggregator:
     """Turns record batches into state changes; owns no I/O."""
 
@@ -284,13 +298,16 @@ class BatchAggregator:
 
     @staticmethod
     def _rekey_headers(record: SourceRecord) -> tuple[str | None, tuple[str, int, int] | None]:
+        """The kind and origin a re-keyed message carries; None for a missing or
+        malformed header (the worker writes both; anything else is not its own)."""
         kind = origin = None
         for name, value in record.headers or ():
+            if not isinstance(value, bytes):
+                continue
             if name == KIND_HEADER:
                 kind = value.decode(errors="replace")
             elif name == ORIGIN_HEADER:
-                topic, partition, offset = value.decode().rsplit(":", 2)
-                origin = (topic, int(partition), int(offset))
+                origin = _origin(value.decode(errors="replace"))
         return kind, origin
 
     def _event(self, record: SourceRecord, slot: int, kind: EventKind | None, fresh: bool,
@@ -299,6 +316,10 @@ class BatchAggregator:
         origin = None
         if slot == SLOT_REKEYED:
             rekeyed_kind, origin = self._rekey_headers(record)
+            if origin is None:
+                self._reject(record, f"re-keyed message without a valid {ORIGIN_HEADER} header "
+                             "(topic:partition:offset)", fresh, header, result)
+                return
             if rekeyed_kind == PROFILE_KIND:
                 self._profile(record, fresh, runtime, result, origin)
                 return

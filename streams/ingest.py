@@ -99,8 +99,11 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
-def strict_json(value: bytes) -> Any:
-    """Decode strict JSON; raises ValueError saying what is wrong with it."""
+def decode_strict(value: bytes) -> tuple[Any, bool]:
+    """Decode strict JSON, and say whether it is a flat object (no object or array in it).
+
+    Raises ValueError saying what is wrong with it.
+    """
     if len(value) > MAX_MESSAGE_BYTES:
         raise ValueError(f"message is {len(value)} bytes; at most {MAX_MESSAGE_BYTES} "
                          "are accepted")
@@ -108,25 +111,31 @@ def strict_json(value: bytes) -> Any:
         decoded = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"not strict JSON: {exc}") from None
-    if type(decoded) is dict and b"\\" not in value:
-        # Flat object, no escapes: every quote delimits a key or a string value, so
-        # the quotes in the bytes add up to those of the decoded object exactly when
-        # no key was given twice.
+    flat = type(decoded) is dict
+    if flat:
         quotes = 2 * len(decoded)
         for item in decoded.values():
             kind = type(item)
             if kind is str:
                 quotes += 2
             elif kind is dict or kind is list:
+                flat = False
                 break
-        else:
-            if value.count(b'"') == quotes:
-                return decoded
+        # Flat, no escapes: every quote delimits a key or a string value, so the quotes
+        # in the bytes add up to those of the decoded object exactly when no key was
+        # given twice.
+        if flat and b"\\" not in value and value.count(b'"') == quotes:
+            return decoded, True
     try:
         json.loads(value, object_pairs_hook=_no_duplicate_keys)
     except (ValueError, RecursionError) as exc:
         raise ValueError(str(exc)) from None
-    return decoded
+    return decoded, flat
+
+
+def strict_json(value: bytes) -> Any:
+    """Decode strict JSON; raises ValueError saying what is wrong with it."""
+    return decode_strict(value)[0]
 
 
 @lru_cache(maxsize=1 << 16)
@@ -138,10 +147,9 @@ def _id(value: Any) -> bool:
     return type(value) is str and _valid_id(value)
 
 
-def _fast_event(kind: EventKind, obj: Any) -> ValidEvent | None:
-    """The event if `obj` has the usual shape and passes every rule; None to defer."""
-    if type(obj) is not dict:
-        return None
+def _fast_event(kind: EventKind, obj: dict[str, Any]) -> ValidEvent | None:
+    """The event if `obj` (a flat object) has the usual shape and passes every rule;
+    None to defer to the model."""
     get = obj.get
     event_id, account_id, ts = get("event_id"), get("account_id"), get("ts")
     campaign, video_id = get("campaign"), get("video_id")
@@ -185,10 +193,10 @@ def parse_event(
     if value is None:
         return Rejected("value is null: an event topic takes event JSON")
     try:
-        obj = strict_json(value)
+        obj, flat = decode_strict(value)
     except ValueError as exc:
         return Rejected(f"invalid {kind} event: {exc}")
-    event = _fast_event(kind, obj) or model_event(kind, value)
+    event = (_fast_event(kind, obj) if flat else None) or model_event(kind, value)
     if isinstance(event, Rejected):
         return event
     if key is not None and key != event.account_id.encode():
