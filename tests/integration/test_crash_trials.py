@@ -1,0 +1,315 @@
+"""Crash trials: SIGKILL the worker twice at random moments of a replay, then let it finish.
+
+One event-clock replay (profiles, tens of thousands of events with duplicates, bad and
+unkeyed messages) is produced once. An uninterrupted worker run over it is the reference
+(itself checked against the brute-force tests/reference.py). Each trial is a new
+deployment on the same preloaded topics (own consumer group, changelogs, re-keying topic
+and Redis prefix) with its own batch size: a worker is killed with SIGKILL at a seeded
+random moment (a delay after its start, or a share of the remaining events), restarted,
+killed again, restarted, and must end with exactly the reference's Redis state (every
+board, account and campaign hash, per-partition shares, `meta` counts), nothing lost or
+counted twice, and every bad message on the dead-letter topic.
+
+Known bugs the trials can meet are xfailed when the difference is theirs alone (and
+shown deterministically elsewhere): campaign totals or rolling windows not rewritten
+after a crash before the Redis write (test_outages.py), a worker that stops applying
+batches. The dead-letter topic is at-least-once: duplicates are counted in the artifact,
+and `test_a_bad_message_is_dead_lettered_once_across_a_crash` shows them (strict xfail).
+
+Writes tests/artifacts/crash-trials.json: trials run and survived, kills, events, lost,
+double-counted, dead-letter duplicates, and per trial what differed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import signal
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from streams.settings import parse_periods
+from streams.simulate import Message
+from tests.integration.conftest import ARTIFACTS, Deployment
+from tests.integration.exactness import (
+    PERIODS,
+    STALL_REASON,
+    compare,
+    contract_keys,
+    dead_letters_since,
+    describe,
+    end_offsets,
+    expected_layout,
+    layout,
+    letter_counts,
+    scenario,
+    stuck_in_a_write,
+    unregistered,
+)
+from tests.reference import Expected, expected_state
+
+TRIALS = 5
+PARTITIONS = 8
+EVENTS = 30_000
+KILLS = 2
+SEED = 20240606
+#: records per batch: trials vary it; the reference run uses REFERENCE_BATCH. (Not the
+#: default 20,000: an event-clock batch spanning weeks of event time is slow, see README.)
+BATCHES = ("300", "1000", "3000")
+REFERENCE_BATCH = "2000"
+ENV = {"RANKFLOW_CLOCK": "event", "RANKFLOW_PERIODS": PERIODS,
+       "RANKFLOW_PARTITIONS": str(PARTITIONS),
+       "PYTHONUNBUFFERED": "1"}  # a killed worker's log keeps its last lines
+RESULTS: list[dict[str, Any]] = []
+EXPECTED_COUNTS = [0, 0]  # events counted and dead-lettered by an uninterrupted run
+#: where the bugs these trials meet are shown deterministically (strict xfails)
+KNOWN_BUGS = ("test_outages.py (campaign totals and decay after a crash before the Redis "
+              "write)")
+DLQ_AT_LEAST_ONCE = (
+    "the dead-letter topic is at-least-once (README): a batch's dead letters are sent before "
+    "its partition watermark reaches the changelog, so a kill in between sends them again on "
+    "replay (rf:meta.dlq still counts each once)")
+
+
+@dataclass
+class Replay:
+    shared: Deployment
+    expected: Expected
+    clock: int
+    reference: dict[str, Any]
+    letters: Counter[tuple]  # dead letters by message (see `letter_counts`)
+    sources: Counter[tuple]  # dead letters by source topic, partition and offset
+
+
+def write_artifact() -> None:
+    survived = [r for r in RESULTS if r["survived"]]
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "crash-trials.json").write_text(json.dumps({
+        "trials_run": len(RESULTS),
+        "trials_survived": len(survived),
+        "kills": sum(len(r["kills"]) for r in RESULTS),
+        "kills_mid_replay": sum(k["mid_replay"] for r in RESULTS for k in r["kills"]),
+        "events_per_trial": EXPECTED_COUNTS[0],
+        "dead_letters_per_trial": EXPECTED_COUNTS[1],
+        "lost": sum(r["lost"] for r in RESULTS),
+        "double_counted": sum(r["double_counted"] for r in RESULTS),
+        "dead_letter_topic_duplicates": sum(r["dlq_topic_duplicates"] for r in RESULTS),
+        "dead_letter_topic_missing": sum(r["dlq_topic_missing"] for r in RESULTS),
+        "trials": RESULTS,
+    }, indent=2) + "\n")
+
+
+@pytest.fixture(scope="module")
+def replay(stack):
+    """The preloaded replay and the state an uninterrupted worker leaves after it."""
+    shared = Deployment(stack, f"c{uuid.uuid4().hex[:10]}",
+                        {**ENV, "RANKFLOW_BATCH_MAX_RECORDS": REFERENCE_BATCH})
+    messages = scenario(EVENTS)
+    expected = expected_state([(m.kind, m.key, m.value) for m in messages],
+                              parse_periods(PERIODS))
+    clock = max(e.ts for a in expected.accounts.values() for _, e in a.events)
+    shared.produce(messages)
+    worker = shared.start_worker()
+    shared.wait_counted(expected.counted, expected.dead, timeout=120)
+    shared.wait_for(lambda: shared.meta().get("clock") == str(clock), 30, "the event clock")
+    shared.stop(worker)
+    letters = dead_letters_since(shared.settings.bootstrap_servers, shared.topics.dlq)
+    RESULTS.clear()
+    EXPECTED_COUNTS[:] = [expected.counted, expected.dead]
+    yield Replay(shared, expected, clock, layout(shared.redis, shared.prefix),
+                 letter_counts(letters, shared.settings.topic_prefix),
+                 Counter((x["topic"], x["partition"], x["offset"]) for x in letters))
+    write_artifact()
+    shared.close()
+
+
+def test_the_uninterrupted_run_matches_the_brute_force_reference(replay):
+    want = expected_layout(replay.expected, replay.clock)
+    got = contract_keys(replay.reference)
+    assert compare(got, want).keys == []
+    assert sum(replay.letters.values()) == replay.expected.dead
+    assert set(replay.sources.values()) == {1}, "a bad message dead-lettered twice"
+    # the keys beyond the contract's are there too (registries, per-partition shares)
+    assert {"categories", "campaigns", "meta:partitions"} <= replay.reference.keys()
+
+
+def _kill_at_random(d: Deployment, proc: Any, rng: random.Random, total: int) -> dict:
+    """SIGKILL `proc` after a seeded random delay or share of the remaining events."""
+    started = time.monotonic()
+    counted = int(d.meta().get("events", 0))
+    if rng.random() < 0.35:
+        how, delay = "delay", rng.uniform(0.5, 6.0)  # often during start-up / recovery
+        d.wait_for(lambda: proc.poll() is not None
+                   or time.monotonic() - started >= delay, delay + 5, "the kill moment")
+    else:
+        target = counted + int(rng.uniform(0.05, 0.8) * (total - counted))
+        how, delay = f"after {target} events", rng.uniform(0.0, 0.3)
+        d.wait_for(lambda: int(d.meta().get("events", 0)) >= target, 90,
+                   f"{target} events counted")
+        time.sleep(delay)
+    assert proc.poll() is None, f"the worker exited by itself ({proc.returncode})"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    at = int(d.meta().get("events", 0))
+    return {"moment": how, "extra_delay_s": round(delay, 3),
+            "seconds_after_start": round(time.monotonic() - started, 2),
+            "events_counted_at_kill": at, "mid_replay": at < total}
+
+
+ROLLING = ("1h.", "24h.", "7d.", "30d.")
+
+
+def restored_partitions(log_path: Path) -> set[int]:
+    """The partitions whose runtime a worker restored (it logs one line for each)."""
+    return {int(m) for m in re.findall(r"\] partition (\d+): \d+ accounts",
+                                       log_path.read_text(errors="replace"))}
+
+
+def known_bugs_only(got: dict, want: dict, keys: list[str]) -> list[str] | None:
+    """The accounts off in rolling windows, if all that differs is what the known bugs do
+    (KNOWN_BUGS: rolling windows of accounts and their boards not re-scored, campaign
+    totals not rewritten); None when anything else differs."""
+    stale: set[str] = set()
+    for key in keys:
+        g, w = got.get(key, {}), want.get(key, {})
+        if key.startswith("acct:"):
+            if any(not f.startswith(ROLLING) for f in g.keys() | w.keys()
+                   if g.get(f) != w.get(f)):
+                return None
+            stale.add(key[5:])
+        elif key.startswith("lb:") and f"{key.split(':')[1]}." in ROLLING:
+            stale |= {m for m in g.keys() | w.keys() if g.get(m) != w.get(m)}
+        elif not key.startswith("campaign:"):
+            return None
+    return sorted(stale)
+
+
+def _ranges(sources) -> dict[str, str]:
+    """Source offsets per topic partition, as `first..last (n)`."""
+    by_tp: dict[str, list[int]] = {}
+    for topic, partition, offset in sources:
+        by_tp.setdefault(f"{topic}:{partition}", []).append(offset)
+    return {tp: f"{min(o)}..{max(o)} ({len(o)})" for tp, o in sorted(by_tp.items())}
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("trial", range(TRIALS))
+def test_killed_twice_at_random_moments_ends_exact(replay, deploy, trial):
+    rng = random.Random(SEED + trial)
+    batch = rng.choice(BATCHES)
+    d = deploy(**ENV, RANKFLOW_TOPIC_PREFIX=replay.shared.settings.topic_prefix,
+               RANKFLOW_BATCH_MAX_RECORDS=batch)
+    bootstrap, dlq = d.settings.bootstrap_servers, d.topics.dlq
+    since = asyncio.run(end_offsets(bootstrap, dlq))
+    expected = replay.expected
+    kills = [_kill_at_random(d, d.start_worker(), rng, expected.counted)
+             for _ in range(KILLS)]
+    d.start_worker()
+    try:
+        d.wait_counted(expected.counted, expected.dead, timeout=60)
+        d.wait_for(lambda: d.meta().get("clock") == str(replay.clock), 30, "the event clock")
+    except AssertionError as exc:
+        meta = d.meta()
+        last_path = ARTIFACTS / f"{d.name}-worker{KILLS}.log"
+        stuck_write = stuck_in_a_write(d.workers[-1], last_path)
+        assignments = last_path.read_text(errors="replace").count(
+            "Setting newly assigned partitions")
+        RESULTS.append({"trial": trial, "seed": SEED + trial, "deployment": d.name,
+                        "batch_max_records": int(batch), "kills": kills, "meta": meta,
+                        "error": str(exc)[:300], "survived": False,
+                        "assignments_in_the_last_worker": assignments,
+                        "partitions_restored_by_the_last_worker":
+                            sorted(restored_partitions(ARTIFACTS /
+                                                       f"{d.name}-worker{KILLS}.log")),
+                        "lost": max(0, expected.counted - int(meta.get("events", 0))),
+                        "double_counted": max(0, int(meta.get("events", 0))
+                                              - expected.counted),
+                        "dlq_topic_duplicates": 0, "dlq_topic_missing": 0,
+                        "stuck_in_a_changelog_write": stuck_write,
+                        "known_issue": STALL_REASON if stuck_write or assignments > 1
+                        else None})
+        write_artifact()
+        if stuck_write or assignments > 1:
+            pytest.xfail(f"{STALL_REASON}: {exc}")
+        raise
+    got = layout(d.redis, d.prefix)
+    diff = compare(got, replay.reference)
+    restored = restored_partitions(ARTIFACTS / f"{d.name}-worker{KILLS}.log")
+    known = known_bugs_only(got, replay.reference, diff.keys) if diff.keys else None
+    letters = dead_letters_since(bootstrap, dlq, since)
+    sources = Counter((x["topic"], x["partition"], x["offset"]) for x in letters)
+    duplicates = sum(n - 1 for n in sources.values())
+    missing = sum((replay.letters - letter_counts(letters, d.settings.topic_prefix)).values())
+    RESULTS.append({
+        "trial": trial, "seed": SEED + trial, "deployment": d.name,
+        "batch_max_records": int(batch), "kills": kills,
+        "events": int(got["meta"]["events"]), "dead_letters": int(got["meta"]["dlq"]),
+        "lost": diff.lost, "double_counted": diff.double_counted,
+        "keys_differing": len(diff.keys),
+        "differences": describe(got, replay.reference, diff.keys),
+        "dlq_topic_duplicates": duplicates, "dlq_topic_missing": missing,
+        "dlq_duplicated_sources": _ranges(k for k, n in sources.items() if n > 1),
+        "partitions_restored_by_the_last_worker": sorted(restored),
+        "accounts_off_in_rolling_windows": known,
+        "survived": diff.exact and not missing,
+    })
+    write_artifact()
+    assert (diff.lost, diff.double_counted) == (0, 0)
+    assert missing == 0, "bad messages missing from the dead-letter topic"
+    if known is not None:
+        pytest.xfail(f"known bugs, see {KNOWN_BUGS}: accounts {known} not re-scored in "
+                     f"rolling windows and/or campaign totals not rewritten")
+    assert diff.keys == [], f"keys differ from the uninterrupted run: {diff.keys[:20]}"
+    assert unregistered(got) == []
+
+
+async def _max_message_bytes(bootstrap: list[str], topics: list[str], size: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([
+            ConfigResource(ConfigResourceType.TOPIC, topic,
+                           {"max.message.bytes": str(size), "cleanup.policy": "compact"})
+            for topic in topics])
+    finally:
+        await admin.close()
+
+
+@pytest.mark.xfail(strict=True, reason=DLQ_AT_LEAST_ONCE)
+@pytest.mark.timeout(120)
+def test_a_bad_message_is_dead_lettered_once_across_a_crash(deploy):
+    """The changelogs refuse writes (records over their max.message.bytes) while the
+    dead-letter topic takes them: the worker is held between the two, and killed there."""
+    d = deploy()
+    now = int(time.time() * 1000)
+    good = orjson.dumps({"event_id": "g1", "account_id": "acct", "ts": now})
+    d.produce([Message("view", b"acct", good)])
+    worker = d.start_worker()
+    d.wait_counted(1, 0, timeout=60)
+    bootstrap, dlq = d.settings.bootstrap_servers, d.topics.dlq
+    changelogs = [f"{d.name}-account-state-changelog", f"{d.name}-partition-state-changelog"]
+    asyncio.run(_max_message_bytes(bootstrap, changelogs, 64))
+    try:
+        d.produce([Message("view", b"acct", b"{not json")])
+        d.wait_for(lambda: sum(asyncio.run(end_offsets(bootstrap, dlq)).values()) == 1, 30,
+                   "the dead letter on its topic")
+        time.sleep(1)
+        assert d.meta()["dlq"] == "0", "the batch went through: the changelogs took it"
+        d.stop(worker, signal.SIGKILL)
+    finally:
+        asyncio.run(_max_message_bytes(bootstrap, changelogs, 1_048_588))
+    d.start_worker()
+    d.wait_counted(1, 1, timeout=60)
+    letters = dead_letters_since(bootstrap, dlq)
+    assert len(letters) == 1, f"dead-lettered {len(letters)} times: {letters}"
