@@ -31,7 +31,8 @@ import statistics
 import sys
 import threading
 import time
-from itertools import chain
+from collections.abc import Callable
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
@@ -123,10 +124,26 @@ class ProbeTimer:
             time.sleep(0.002)
 
 
+async def _append(producer: AIOKafkaProducer, batches: dict[tuple[str, int], Any],
+                  tp: tuple[str, int], key: bytes | None, value: bytes | None) -> None:
+    """Add a message to the round's batch for `tp`; a full one (max_batch_size, as after
+    a stall) is sent first: `append` returns None rather than take more."""
+    batch = batches.get(tp)
+    if batch is None:
+        batch = batches[tp] = producer.create_batch()
+    if batch.append(key=key, value=value, timestamp=None) is None:
+        batch.close()
+        await producer.send_batch(batch, tp[0], partition=tp[1])
+        batch = batches[tp] = producer.create_batch()
+        batch.append(key=key, value=value, timestamp=None)
+
+
 async def live_load(settings: Settings, topics: Topics, rate: float, seconds: float,
-                    probe: ProbeTimer, accounts: int) -> int:
+                    probe: ProbeTimer | None, accounts: int,
+                    on_sent: Callable[[int], None] | None = None) -> int:
     """Produce live events at `rate`/s for `seconds` through per-partition record batches,
-    with one probe event every PROBE_EVERY_S; returns how many were sent."""
+    with one probe event every PROBE_EVERY_S (none without a `probe`); returns how many
+    were sent. `on_sent(total)`, when given, is called after each round of batches."""
     sim = SimulatedPlatform(seed=7, accounts=accounts, start_ms=int(time.time() * 1000))
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks=1,
                                 linger_ms=5, **kafka_client_options(settings))
@@ -138,29 +155,26 @@ async def live_load(settings: Settings, topics: Topics, rate: float, seconds: fl
         while (elapsed := time.monotonic() - started) < seconds:
             due = int(rate * elapsed) - sent
             batches: dict[tuple[str, int], Any] = {}
-            for message in events:
-                if due <= 0:
-                    break
+            # islice: a `break` inside `for message in events` would drop a message per
+            # round, and the generator would run dry before `seconds` are up
+            for message in islice(events, max(0, due)):
                 key = message.key or b""
                 tp = (topics.event(message.kind),  # type: ignore[arg-type]
                       partition_for(key.decode(), settings.partitions))
-                batch = batches.get(tp)
-                if batch is None:
-                    batch = batches[tp] = producer.create_batch()
-                batch.append(key=message.key, value=message.value, timestamp=None)
+                await _append(producer, batches, tp, message.key, message.value)
                 sent += 1
-                due -= 1
-            if probes < elapsed / PROBE_EVERY_S:
+            if probe is not None and probes < elapsed / PROBE_EVERY_S:
                 probes += 1
                 value = orjson.dumps({"event_id": f"probe-{probes}", "account_id": PROBE,
                                       "ts": int(time.time() * 1000), "count": 1})
                 tp = (topics.event("view"), partition_for(PROBE, settings.partitions))
-                batch = batches.get(tp) or batches.setdefault(tp, producer.create_batch())
-                batch.append(key=PROBE.encode(), value=value, timestamp=None)
+                await _append(producer, batches, tp, PROBE.encode(), value)
                 probe.sent[probes] = time.time()
             for (topic, partition), batch in batches.items():
                 batch.close()
                 await producer.send_batch(batch, topic, partition=partition)
+            if on_sent is not None:
+                on_sent(sent)
             await asyncio.sleep(0.005)
     finally:
         await producer.stop()
