@@ -34,8 +34,6 @@ from streams.settings import Settings, parse_periods
 from streams.simulate import Message
 from tests.integration.conftest import ARTIFACTS, Deployment
 from tests.integration.exactness import (
-    CAMPAIGN_REPLAY_REASON,
-    DECAY_REPLAY_REASON,
     PERIODS,
     STALL_REASON,
     compare,
