@@ -87,8 +87,6 @@ class BatchPipeline:
         self._reported = (time.monotonic(), 0, 0, 0)
         #: the Redis data generation this worker's writes went to (None before the first)
         self._generation: str | None = None
-        #: Redis had no marker when this worker started: rewrite partitions it recovers
-        self._rewrite_restored = False
         self._rewrites: set[asyncio.Future[None]] = set()
 
     def install(self) -> None:
@@ -153,9 +151,13 @@ class BatchPipeline:
                                                self.windows, clock)
             log.info("partition %d: %d accounts, %d events counted so far",
                      p, len(accounts[p]), self.runtimes[p].header.events)
-        if self._rewrite_restored and any(accounts.values()):
+        if any(accounts.values()):
+            # The previous owner (or this worker, before a crash) may have written the
+            # changelog of its last batches but not their Redis writes: a replay of those
+            # batches changes no state, so only a rewrite restores their accounts, their
+            # decay and their campaign totals.
             task = asyncio.ensure_future(self.rewrite_all(
-                "Redis held no generation marker when this worker started", partitions))
+                "partitions recovered from the changelog", partitions))
             self._rewrites.add(task)
             task.add_done_callback(self._rewrites.discard)
 
@@ -264,12 +266,11 @@ class BatchPipeline:
         if first and seen is not None:
             return
         if first:
-            # partitions recovered from now on may have lost their layout too
-            self._rewrite_restored = True
-            why = "Redis holds no generation marker (new, or lost while this worker was away)"
+            await self.rewrite_all("Redis holds no generation marker (new, or lost while "
+                                   "this worker was away)")
         else:
-            why = "Redis has lost its data (generation marker gone or replaced)"
-        await self.rewrite_all(why)
+            log.warning("Redis has lost its data (generation marker gone or replaced)")
+            await self.rewrite_all("Redis lost its data")
 
     async def rewrite_all(self, why: str, partitions: set[int] | None = None) -> None:
         """Rewrite every owned account, campaign total and counter in Redis from state
@@ -280,8 +281,8 @@ class BatchPipeline:
                      and (partitions is None or s.partition in partitions)]
         if not owned and not self.runtimes:
             return
-        log.warning("%s: rewriting %d accounts of %d partitions from state", why,
-                    len(owned), len(self.runtimes))
+        log.info("%s: rewriting %d accounts of %d partitions from state", why,
+                 len(owned), len(self.runtimes))
         write: asyncio.Future[None] | None = None
         for start in range(0, len(owned), REWRITE_CHUNK):
             async with self.lock:
@@ -301,8 +302,8 @@ class BatchPipeline:
             update = self._board_update([], set(), self.runtimes, clock, clock)
             write = self._then(self._write_update(replace(update, campaigns=campaigns)))
         await write
-        log.warning("Redis rewritten from state: %d accounts in %.1fs", len(owned),
-                    time.monotonic() - started)
+        log.info("Redis rewritten from state: %d accounts in %.1fs", len(owned),
+                 time.monotonic() - started)
 
     async def _write_update(self, update: BoardUpdate) -> None:
         await self._retrying("writing Redis", lambda: self.writer.write(update))
