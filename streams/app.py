@@ -119,6 +119,7 @@ def create_app(settings: Settings) -> Wiring:
         producer_acks=-1,
         producer_linger_ms=2,
         producer_max_request_size=DEAD_LETTER_MAX_BYTES,
+        producer_request_timeout=15.0,
         stream_wait_empty=True,
         logging_config=None,
     )

@@ -52,6 +52,8 @@ SEGMENT_IDS = 5_000
 METRICS_INTERVAL = 5.0
 #: seconds between decay ticks under the wall clock (boards decay within about this)
 DECAY_INTERVAL = 1.0
+#: seconds a batch's sends may take before they are sent again
+PRODUCE_TIMEOUT = 20.0
 #: allocations between two collections of the young generation (Python's default: 700)
 GC_YOUNG_THRESHOLD = 50_000
 #: seconds between two checks that Redis still holds its data (the generation marker)
@@ -376,12 +378,21 @@ class BatchPipeline:
         return records
 
     async def _produce(self, messages: list[Message]) -> None:
-        """Send all, then wait until the broker has every one."""
-        send = self.app.producer.send
-        futures = [await send(topic, key, value, partition, None, headers)
-                   for topic, key, value, partition, headers in messages]
-        if futures:
-            await asyncio.gather(*futures)
+        """Send all, then wait until the broker has every one.
+
+        Bounded by PRODUCE_TIMEOUT: the crash trials caught a send whose future never
+        resolved (aiokafka, after broker restarts and rebalances), which held every
+        later batch. Sending again is safe: state records are absolute, re-keyed copies
+        are recognised by their origin, and dead letters are at-least-once.
+        """
+        async def send_all() -> None:
+            send = self.app.producer.send
+            futures = [await send(topic, key, value, partition, None, headers)
+                       for topic, key, value, partition, headers in messages]
+            if futures:
+                await asyncio.gather(*futures)
+
+        await asyncio.wait_for(send_all(), PRODUCE_TIMEOUT)
 
     async def _retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
         delay = 0.2
