@@ -261,14 +261,15 @@ def main() -> int:
     results["raw_eps"] = round(raw)
     steps.update()
 
-    naive = run_naive(fresh_env(settings, f"{name}-naive"), total, f"{name}-naive:", client,
-                      args.naive_seconds)
+    # `rf:meta` counts events and dead letters, not profiles
+    naive = run_naive(fresh_env(settings, f"{name}-naive"), args.events, f"{name}-naive:",
+                      client, args.naive_seconds)
     results["naive_eps"] = round(naive["eps"])
     results["naive"] = {k: round(v, 2) for k, v in naive.items()}
     steps.update()
 
     app_id = f"{name}-rankflow"
-    run = run_worker(fresh_env(settings, app_id), total, f"{app_id}:", client)
+    run = run_worker(fresh_env(settings, app_id), args.events, f"{app_id}:", client)
     results["rankflow_eps"] = round(run["eps"])
     results["rankflow"] = {k: round(v, 2) for k, v in run.items()}
     results["rss_mb"] = round(run["rss_mb"], 1)
