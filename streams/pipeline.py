@@ -176,9 +176,9 @@ class BatchPipeline:
             result = self.aggregator.process(batch, self.clock())
             clock = self.clock()
             now_ms = int(time.time() * 1000)
+            # (no pruning of the batch's accounts: sums skip old buckets, and every bucket
+            # is due once, when the decay schedule prunes its account)
             decayed = self._due(clock)
-            for state in result.accounts.values():
-                state.prune(clock)
             outbound: list[Message] = [(o.topic, o.key, o.value, None, list(o.headers) or None)
                                        for o in result.outbound]
             changelog = self._changelog(result, now_ms)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from streams.settings import Settings
 from streams.state import AccountState
@@ -85,16 +86,21 @@ class AccountView:
     campaigns: dict[str, dict[str, list[int]]]
 
 
+@lru_cache(maxsize=1024)
+def _days(windows: Windows, window: str) -> float:
+    return windows.days(window)
+
+
 def account_view(state: AccountState, windows: Windows, clock_ms: int,
                  config: ScoringConfig = DEFAULT_SCORING) -> AccountView:
     """Score an account in every window at this clock."""
     fans = state.fans
     scores = {}
-    for window in windows.ids:
-        views, likes, uploads, _ = state.counts.sums(window, clock_ms)
+    for window, (views, likes, uploads, _) in state.counts.window_sums(windows,
+                                                                        clock_ms).items():
         scores[window] = WindowScore(views, likes, uploads, influence_index(
-            views, likes, uploads, fans, windows.days(window), config))
-    campaigns = {name: {window: counts.sums(window, clock_ms) for window in windows.ids}
+            views, likes, uploads, fans, _days(windows, window), config))
+    campaigns = {name: counts.window_sums(windows, clock_ms)
                  for name, counts in state.campaigns.items()}
     return AccountView(state.account_id, state.partition, state.listed, state.category,
                        state.profile.name if state.profile else None, fans, scores, campaigns)

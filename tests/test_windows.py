@@ -48,6 +48,8 @@ def test_every_window_matches_a_brute_force_sum(step_list):
             counts.prune(clock)  # pruning never changes a sum
         for window in WINDOWS.ids:
             assert counts.sums(window, clock) == brute_force(seen, window, clock), window
+        assert counts.window_sums(WINDOWS, clock) == {w: counts.sums(w, clock)
+                                                      for w in WINDOWS.ids}
         restored = WindowedCounts.from_list(counts.to_list())
         assert all(restored.sums(w, clock) == counts.sums(w, clock) for w in WINDOWS.ids)
 
