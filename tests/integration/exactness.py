@@ -6,6 +6,7 @@
 * `expected_layout()`: the contract keys (§4) built from the brute-force tests/reference.py.
 * `compare()`: which keys differ, and how many events were lost or counted twice.
 * `read_dead_letters()`: the dead-letter envelopes written to a topic after given offsets.
+* `stack_dump()`: a running worker's task stacks in its log, named in a failure message.
 """
 
 from __future__ import annotations
@@ -28,30 +29,22 @@ from tests.reference import Expected
 START = 1_525_000_000_000  # 2018-04-29
 DAY = 86_400_000
 PERIODS = "2018q2=2018-04-01/2018-07-01"
-#: known bugs, shown by strict xfails in test_outages.py (the crash trials meet them too)
-CAMPAIGN_REPLAY_REASON = (
-    "campaign totals are restored from state that already holds the batch whose Redis "
-    "write a crash lost; the replayed batch then changes no total, so the campaign hash is "
-    "never rewritten")
-DECAY_REPLAY_REASON = (
-    "a restored partition schedules only due times after its clock: an account that "
-    "decayed in a batch whose Redis write a crash lost (and had no event in it) is never "
-    "re-scored")
 
 
-STALL_REASON = (
-    "known bug: the worker stopped applying batches (seen: a changelog produce whose "
-    "future never resolves, so its batch's writes and every later batch wait; and after "
-    "a rebalance in which it gained partitions)")
-
-
-def stuck_in_a_write(proc: Any, log_path: Path) -> bool:
-    """Whether a running worker is stuck in a Kafka write: mode's workers dump every
-    task's stack to their log on SIGUSR1 (kept there as evidence)."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGUSR1)
-        time.sleep(2)
-    return "in _produce\n" in log_path.read_text(errors="replace")
+def stack_dump(proc: Any, log_path: Path) -> str:
+    """For a failure message: have a still running worker dump every task's stack into
+    its log (mode's workers do on SIGUSR1) and say where, and whether a task was in a
+    Kafka write (`_produce`, where a stalled worker was once found)."""
+    if proc.poll() is not None:
+        return f"the worker had exited ({proc.returncode}); its log: {log_path}"
+    if "]: Starting..." not in log_path.read_text(errors="replace"):
+        # no handler yet (still waiting for Kafka or Redis): SIGUSR1 would end it
+        return f"the worker had not started its services; its log: {log_path}"
+    proc.send_signal(signal.SIGUSR1)
+    time.sleep(2)
+    text = log_path.read_text(errors="replace")
+    where = " (a task is in a Kafka write, _produce)" if "in _produce\n" in text else ""
+    return f"task stacks dumped to {log_path}{where}"
 
 
 def scenario(events: int, seed: int = 23, accounts: int = 300) -> list:

@@ -8,13 +8,11 @@ and Redis prefix) with its own batch size: a worker is killed with SIGKILL at a 
 random moment (a delay after its start, or a share of the remaining events), restarted,
 killed again, restarted, and must end with exactly the reference's Redis state (every
 board, account and campaign hash, per-partition shares, `meta` counts), nothing lost or
-counted twice, and every bad message on the dead-letter topic.
-
-Known bugs the trials can meet are xfailed when the difference is theirs alone (and
-shown deterministically elsewhere): campaign totals or rolling windows not rewritten
-after a crash before the Redis write (test_outages.py), a worker that stops applying
-batches. The dead-letter topic is at-least-once: duplicates are counted in the artifact,
-and `test_a_bad_message_is_dead_lettered_once_across_a_crash` shows them (strict xfail).
+counted twice, and every bad message on the dead-letter topic. Any other key that
+differs fails the trial; so does a worker that stops applying batches (its task stacks
+are then dumped into its log, named in the failure message). The dead-letter topic is
+at-least-once: duplicates are counted in the artifact, and
+`test_a_bad_message_is_dead_lettered_once_across_a_crash` shows them (strict xfail).
 
 Writes tests/artifacts/crash-trials.json: trials run and survived, kills, events, lost,
 double-counted, dead-letter duplicates, and per trial what differed.
@@ -44,7 +42,6 @@ from streams.simulate import Message
 from tests.integration.conftest import ARTIFACTS, Deployment
 from tests.integration.exactness import (
     PERIODS,
-    STALL_REASON,
     compare,
     contract_keys,
     dead_letters_since,
@@ -54,7 +51,7 @@ from tests.integration.exactness import (
     layout,
     letter_counts,
     scenario,
-    stuck_in_a_write,
+    stack_dump,
     unregistered,
 )
 from tests.reference import Expected, expected_state
@@ -73,9 +70,6 @@ ENV = {"RANKFLOW_CLOCK": "event", "RANKFLOW_PERIODS": PERIODS,
        "PYTHONUNBUFFERED": "1"}  # a killed worker's log keeps its last lines
 RESULTS: list[dict[str, Any]] = []
 EXPECTED_COUNTS = [0, 0]  # events counted and dead-lettered by an uninterrupted run
-#: where the bugs these trials meet are shown deterministically (strict xfails)
-KNOWN_BUGS = ("test_outages.py (campaign totals and decay after a crash before the Redis "
-              "write)")
 DLQ_AT_LEAST_ONCE = (
     "the dead-letter topic is at-least-once (README): a batch's dead letters are sent before "
     "its partition watermark reaches the changelog, so a kill in between sends them again on "
@@ -167,32 +161,10 @@ def _kill_at_random(d: Deployment, proc: Any, rng: random.Random, total: int) ->
             "events_counted_at_kill": at, "mid_replay": at < total}
 
 
-ROLLING = ("1h.", "24h.", "7d.", "30d.")
-
-
 def restored_partitions(log_path: Path) -> set[int]:
     """The partitions whose runtime a worker restored (it logs one line for each)."""
     return {int(m) for m in re.findall(r"\] partition (\d+): \d+ accounts",
                                        log_path.read_text(errors="replace"))}
-
-
-def known_bugs_only(got: dict, want: dict, keys: list[str]) -> list[str] | None:
-    """The accounts off in rolling windows, if all that differs is what the known bugs do
-    (KNOWN_BUGS: rolling windows of accounts and their boards not re-scored, campaign
-    totals not rewritten); None when anything else differs."""
-    stale: set[str] = set()
-    for key in keys:
-        g, w = got.get(key, {}), want.get(key, {})
-        if key.startswith("acct:"):
-            if any(not f.startswith(ROLLING) for f in g.keys() | w.keys()
-                   if g.get(f) != w.get(f)):
-                return None
-            stale.add(key[5:])
-        elif key.startswith("lb:") and f"{key.split(':')[1]}." in ROLLING:
-            stale |= {m for m in g.keys() | w.keys() if g.get(m) != w.get(m)}
-        elif not key.startswith("campaign:"):
-            return None
-    return sorted(stale)
 
 
 def _ranges(sources) -> dict[str, str]:
@@ -213,40 +185,36 @@ def test_killed_twice_at_random_moments_ends_exact(replay, deploy, trial):
     bootstrap, dlq = d.settings.bootstrap_servers, d.topics.dlq
     since = asyncio.run(end_offsets(bootstrap, dlq))
     expected = replay.expected
-    kills = [_kill_at_random(d, d.start_worker(), rng, expected.counted)
-             for _ in range(KILLS)]
-    d.start_worker()
+    kills: list[dict] = []
     try:
+        for _ in range(KILLS):
+            kills.append(_kill_at_random(d, d.start_worker(), rng, expected.counted))
+        d.start_worker()
         d.wait_counted(expected.counted, expected.dead, timeout=60)
         d.wait_for(lambda: d.meta().get("clock") == str(replay.clock), 30, "the event clock")
     except AssertionError as exc:
         meta = d.meta()
-        last_path = ARTIFACTS / f"{d.name}-worker{KILLS}.log"
-        stuck_write = stuck_in_a_write(d.workers[-1], last_path)
-        assignments = last_path.read_text(errors="replace").count(
-            "Setting newly assigned partitions")
+        last_path = ARTIFACTS / f"{d.name}-worker{len(d.workers) - 1}.log"
+        dump = stack_dump(d.workers[-1], last_path)
+        log = last_path.read_text(errors="replace")
         RESULTS.append({"trial": trial, "seed": SEED + trial, "deployment": d.name,
                         "batch_max_records": int(batch), "kills": kills, "meta": meta,
                         "error": str(exc)[:300], "survived": False,
-                        "assignments_in_the_last_worker": assignments,
+                        "assignments_in_the_last_worker":
+                            log.count("Setting newly assigned partitions"),
                         "partitions_restored_by_the_last_worker":
-                            sorted(restored_partitions(ARTIFACTS /
-                                                       f"{d.name}-worker{KILLS}.log")),
+                            sorted(restored_partitions(last_path)),
                         "lost": max(0, expected.counted - int(meta.get("events", 0))),
                         "double_counted": max(0, int(meta.get("events", 0))
                                               - expected.counted),
                         "dlq_topic_duplicates": 0, "dlq_topic_missing": 0,
-                        "stuck_in_a_changelog_write": stuck_write,
-                        "known_issue": STALL_REASON if stuck_write or assignments > 1
-                        else None})
+                        "diagnostic": dump})
         write_artifact()
-        if stuck_write or assignments > 1:
-            pytest.xfail(f"{STALL_REASON}: {exc}")
-        raise
+        raise AssertionError(f"{exc}; {dump}") from exc
     got = layout(d.redis, d.prefix)
     diff = compare(got, replay.reference)
+    orphans = unregistered(got)
     restored = restored_partitions(ARTIFACTS / f"{d.name}-worker{KILLS}.log")
-    known = known_bugs_only(got, replay.reference, diff.keys) if diff.keys else None
     letters = dead_letters_since(bootstrap, dlq, since)
     sources = Counter((x["topic"], x["partition"], x["offset"]) for x in letters)
     duplicates = sum(n - 1 for n in sources.values())
@@ -261,17 +229,18 @@ def test_killed_twice_at_random_moments_ends_exact(replay, deploy, trial):
         "dlq_topic_duplicates": duplicates, "dlq_topic_missing": missing,
         "dlq_duplicated_sources": _ranges(k for k, n in sources.items() if n > 1),
         "partitions_restored_by_the_last_worker": sorted(restored),
-        "accounts_off_in_rolling_windows": known,
-        "survived": diff.exact and not missing,
+        "unregistered": orphans,
+        "survived": diff.exact and not missing and not orphans,
     })
     write_artifact()
-    assert (diff.lost, diff.double_counted) == (0, 0)
+    assert (diff.lost, diff.double_counted) == (0, 0), \
+        f"events lost, double-counted; logs: {ARTIFACTS}/{d.name}-worker*.log"
     assert missing == 0, "bad messages missing from the dead-letter topic"
-    if known is not None:
-        pytest.xfail(f"known bugs, see {KNOWN_BUGS}: accounts {known} not re-scored in "
-                     f"rolling windows and/or campaign totals not rewritten")
-    assert diff.keys == [], f"keys differ from the uninterrupted run: {diff.keys[:20]}"
-    assert unregistered(got) == []
+    assert diff.keys == [], (
+        f"{len(diff.keys)} keys differ from the uninterrupted run (got, want): "
+        f"{describe(got, replay.reference, diff.keys, limit=5)}; logs: "
+        f"{ARTIFACTS}/{d.name}-worker*.log")
+    assert orphans == [], "boards missing from their registry"
 
 
 async def _max_message_bytes(bootstrap: list[str], topics: list[str], size: int) -> None:

@@ -11,7 +11,10 @@ not disturb the other tests on the shared stack.
   line, and works once they come up;
 * a worker killed while its Redis write is held back (after the batch's changelog
   records are written) must still end with the right campaign totals and decayed
-  windows (two known bugs).
+  windows (regression tests for d78abe2: recovered partitions are rewritten from state).
+
+A wait that times out fails, with the worker's task stacks dumped into its log (a worker
+once stalled in a Kafka write; fixed in b063386).
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from streams.simulate import Message
 from tests.integration.conftest import ARTIFACTS, Deployment
 from tests.integration.exactness import (
     PERIODS,
-    STALL_REASON,
     compare,
     contract_keys,
     describe,
@@ -43,7 +45,7 @@ from tests.integration.exactness import (
     expected_layout,
     layout,
     scenario,
-    stuck_in_a_write,
+    stack_dump,
 )
 from tests.reference import Expected, expected_state
 
@@ -131,17 +133,17 @@ def worker_log(d: Deployment, n: int = 0) -> str:
 
 
 @contextmanager
-def known_stall(d: Deployment) -> Iterator[None]:
-    """A wait that times out because the worker is stuck in a Kafka write: the known
-    bug (STALL_REASON), not what these tests are about."""
+def diagnosed(d: Deployment) -> Iterator[None]:
+    """A wait that times out still fails; its message names the dump of the last worker's
+    task stacks (a stall shows where the worker is held)."""
     try:
         yield
     except AssertionError as exc:
+        if not d.workers:
+            raise
         n = len(d.workers) - 1
-        if d.workers and stuck_in_a_write(d.workers[-1], ARTIFACTS /
-                                          f"{d.name}-worker{n}.log"):
-            pytest.xfail(f"{STALL_REASON}: {exc}")
-        raise
+        dump = stack_dump(d.workers[-1], ARTIFACTS / f"{d.name}-worker{n}.log")
+        raise AssertionError(f"{exc}; {dump}") from exc
 
 
 @pytest.mark.timeout(240)
@@ -151,7 +153,7 @@ def test_the_broker_restarts_mid_replay_and_the_worker_ends_exact(own_stack, rep
         d.produce(replay.messages)
         worker = d.start_worker()
         total = replay.expected.counted
-        with known_stall(d):
+        with diagnosed(d):
             d.wait_for(lambda: int(d.meta().get("events", 0)) >= total // 5, 90,
                        "a fifth of the events counted")
         own_stack.dev.stop_kafka()
@@ -161,7 +163,7 @@ def test_the_broker_restarts_mid_replay_and_the_worker_ends_exact(own_stack, rep
         own_stack.dev.start_kafka()
         own_stack.dev.wait_kafka(90)
         assert stopped_at < total, "the broker was stopped before the end of the replay"
-        with known_stall(d):
+        with diagnosed(d):
             assert_exact(d, replay)
         assert worker.poll() is None
     finally:
@@ -188,7 +190,7 @@ def test_a_worker_started_while_kafka_and_redis_are_down_waits_then_works(own_st
         assert worker.poll() is None, "the worker gave up while Redis was down"
         own_stack.dev.start_redis()
         own_stack.dev.wait_redis(30)
-        with known_stall(d):
+        with diagnosed(d):
             assert_exact(d, replay)
         log = worker_log(d)
         assert f"Kafka at {kafka} answers" in log
@@ -238,13 +240,13 @@ def test_a_crash_between_the_changelog_and_the_redis_write_loses_no_campaign_tot
     try:
         d.produce([campaign_view("media.c1", "c1", START, 5)])
         d.start_worker()
-        with known_stall(d):
+        with diagnosed(d):
             d.wait_counted(1, 0, timeout=30)
         assert r.hget(f"{d.prefix}campaign:youth-day", "all.views") == "5"
         crash_before_the_redis_write(d, campaign_view("media.c1", "c2", START + 1000, 7))
         assert r.hget(f"{d.prefix}acct:media.c1", "all.views") == "5", "written anyway"
         d.start_worker()
-        with known_stall(d):
+        with diagnosed(d):
             d.wait_for(lambda: r.hget(f"{d.prefix}acct:media.c1", "all.views") == "12", 60,
                        "the replayed account rewritten")
             d.wait_counted(2, 0, timeout=30)
@@ -265,13 +267,13 @@ def test_a_crash_before_the_redis_write_loses_no_decay(own_stack):
     try:
         d.produce([campaign_view(idle, "i1", START, 5)])
         d.start_worker()
-        with known_stall(d):
+        with diagnosed(d):
             d.wait_counted(1, 0, timeout=30)
         assert r.hget(f"{d.prefix}acct:{idle}", "1h.views") == "5"
         crash_before_the_redis_write(d, campaign_view(busy, "b1", START + 2 * HOUR, 3))
         assert r.hget(f"{d.prefix}acct:{idle}", "1h.views") == "5", "written anyway"
         d.start_worker()
-        with known_stall(d):
+        with diagnosed(d):
             d.wait_counted(2, 0, timeout=30)
             d.wait_for(lambda: r.hget(f"{d.prefix}acct:{busy}", "1h.views") == "3", 30,
                        "the replayed account rewritten")
