@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from naive import run_naive
 from replay import run_worker
 from tqdm import tqdm
@@ -93,6 +94,21 @@ def fresh_env(settings: Settings, app_id: str) -> dict[str, str]:
     return {**os.environ, "RANKFLOW_APP_ID": app_id, "RANKFLOW_PREFIX": f"{app_id}:",
             "PYTHONPATH": str(HERE.parent), "RANKFLOW_SESSION_TIMEOUT": "6",
             "RANKFLOW_REBALANCE_TIMEOUT": "6"}
+
+
+async def delete_topics(settings: Settings, name: str) -> list[str]:
+    """A deployment's topics: its topic prefix's and faust's own (`{name}-...`)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+                                **kafka_client_options(settings))
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics()
+                 if t.startswith((f"{name}.", f"{name}-"))]
+        if names:
+            await admin.delete_topics(names)
+        return names
+    finally:
+        await admin.close()
 
 
 def state_bytes_per_account(settings: Settings, app_id: str) -> float:
@@ -305,6 +321,7 @@ def main() -> int:
         print(f"{label:<{width}}  {value}")
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
+    asyncio.run(delete_topics(settings, name))
     return 0
 
 

@@ -33,6 +33,7 @@ import faust
 import redis
 import redis.asyncio as aioredis
 from pydantic import ValidationError
+from replay import cpu_seconds, peak_rss_mb
 
 from schemas.events import EVENT_KINDS, EVENT_MODELS, ID_PATTERN, EventBase, EventKind, Profile
 from streams.ingest import dead_letter
@@ -284,19 +285,6 @@ def worker() -> int:
     # "info", never "warn": faust maps unknown levels so that root logs at DEBUG.
     faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
     return 0
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (a figure that contention leaves alone)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_naive(env: dict[str, str], expected: int, prefix: str, client: redis.Redis,

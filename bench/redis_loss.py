@@ -45,11 +45,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from aiokafka.admin import AIOKafkaAdminClient
-from compare import fresh_env
+from compare import delete_topics, fresh_env
 
 from streams.connections import kafka_client_options, redis_client
-from streams.settings import Settings, load_settings
+from streams.settings import load_settings
 from streams.simulate import Message, SimulatedPlatform, produce
 from streams.topics import Topics
 
@@ -117,21 +116,6 @@ def delete_keys(client: redis.Redis, prefix: str, last: str | None = None) -> in
     for start in range(0, len(keys), DELETE_CHUNK):
         client.delete(*keys[start:start + DELETE_CHUNK])
     return len(keys) + (client.delete(last) if last else 0)
-
-
-async def delete_topics(settings: Settings, name: str) -> list[str]:
-    """The deployment's topics: its topic prefix's and faust's own (`{app_id}-...`)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
-                                **kafka_client_options(settings))
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics()
-                 if t.startswith((f"{name}.", f"{name}-"))]
-        if names:
-            await admin.delete_topics(names)
-        return names
-    finally:
-        await admin.close()
 
 
 def wait_loaded(client: redis.Redis, prefix: str, expected: int,

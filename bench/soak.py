@@ -37,8 +37,7 @@ from typing import Any
 import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from compare import fresh_env, live_load
+from compare import delete_topics, fresh_env, live_load
 from replay import cpu_seconds, peak_rss_mb
 from tqdm import tqdm
 
@@ -165,21 +164,6 @@ async def events_in_kafka(settings: Settings, topics: Topics) -> int:
         return sum((await consumer.end_offsets(tps)).values())
     finally:
         await consumer.stop()
-
-
-async def delete_topics(settings: Settings, app_id: str) -> list[str]:
-    """The deployment's topics: its prefix's and faust's own (`{app_id}-...`)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
-                                **kafka_client_options(settings))
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics()
-                 if t.startswith((f"{app_id}.", f"{app_id}-"))]
-        if names:
-            await admin.delete_topics(names)
-        return names
-    finally:
-        await admin.close()
 
 
 def delete_keys(client: redis.Redis, prefix: str) -> int:
