@@ -41,7 +41,7 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from naive import run_naive
-from replay import run_worker
+from replay import run_worker, stop
 from tqdm import tqdm
 
 from streams.app import ACCOUNT_TABLE
@@ -230,8 +230,7 @@ def latency_run(settings: Settings, rate: float, seconds: float, accounts: int,
             probe.stop.set()
             probe.thread.join()
         finally:
-            worker.terminate()
-            worker.wait(timeout=60)
+            stop(worker)
     log.unlink()
     got = sorted(probe.latencies_ms)
     if not got:

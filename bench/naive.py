@@ -33,7 +33,7 @@ import faust
 import redis
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from replay import cpu_seconds, peak_rss_mb
+from replay import cpu_seconds, delete_keys, peak_rss_mb, stop
 
 from schemas.events import EVENT_KINDS, EVENT_MODELS, ID_PATTERN, EventBase, EventKind, Profile
 from streams.ingest import dead_letter
@@ -315,18 +315,11 @@ def run_naive(env: dict[str, str], expected: int, prefix: str, client: redis.Red
             elapsed = time.monotonic() - started
             rss, cpu = peak_rss_mb(proc.pid), cpu_seconds(proc.pid)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
     log_path.unlink()
     startup = (first_seen or started) - started
     if not keep_keys:
-        keys = list(client.scan_iter(f"{prefix}*", count=10_000))
-        for start in range(0, len(keys), 10_000):
-            client.delete(*keys[start:start + 10_000])
+        delete_keys(client, prefix)
     return {"eps": done / elapsed, "steady_eps": done / max(elapsed - startup, 1e-9),
             "seconds": elapsed, "startup_seconds": startup, "rss_mb": rss,
             "cpu_seconds": cpu, "events": done, "complete": float(done >= expected)}

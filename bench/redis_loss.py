@@ -46,6 +46,7 @@ from typing import Any
 
 import redis
 from compare import delete_topics, fresh_env
+from replay import delete_keys, stop
 
 from streams.connections import kafka_client_options, redis_client
 from streams.settings import load_settings
@@ -59,7 +60,6 @@ LOST = "Redis has lost its data"
 REBUILT = re.compile(r"rebuilt (\d+) accounts over (\d+) partitions .* in ([\d.]+)s")
 #: keys that are not part of the layout proper (or that `rebuild` does not write)
 VOLATILE = ("changes", "metrics:workers", "generation")
-DELETE_CHUNK = 10_000
 
 
 class Failed(SystemExit):
@@ -108,14 +108,6 @@ def compare_layout(before: dict[str, Any], after: dict[str, Any]) -> dict[str, A
     check["complete"] = (check["meta_equal"] and check["accounts_equal"]
                          and not check["missing_keys"] and check["all_board_identical"])
     return check
-
-
-def delete_keys(client: redis.Redis, prefix: str, last: str | None = None) -> int:
-    """Delete every key of the prefix in chunks; `last`, when given, goes at the end."""
-    keys = [k for k in client.scan_iter(f"{prefix}*", count=10_000) if k != last]
-    for start in range(0, len(keys), DELETE_CHUNK):
-        client.delete(*keys[start:start + DELETE_CHUNK])
-    return len(keys) + (client.delete(last) if last else 0)
 
 
 def wait_loaded(client: redis.Redis, prefix: str, expected: int,
@@ -233,8 +225,7 @@ def main() -> int:
         results["after_worker_rewrite"] = compare_layout(before, layout(client, prefix))
 
         # loss 2: worker stopped, `rankflow rebuild` from the changelogs
-        worker.terminate()
-        worker.wait(timeout=60)
+        stop(worker)
         delete_keys(client, prefix)
         started = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "streams.cli", "rebuild", "--quiet"],
@@ -251,13 +242,8 @@ def main() -> int:
                               f"Python {platform.python_version()}")
         ok = True
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.terminate()
-            try:
-                worker.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+        if worker is not None:
+            stop(worker)
         keys = delete_keys(client, prefix)
         names = asyncio.run(delete_topics(settings, name))
         print(f"cleaned up: {keys:,} Redis keys, {len(names)} topics of {name}")

@@ -41,6 +41,26 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a worker as an operator would (SIGTERM), killing it if it hangs a minute."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def delete_keys(client: redis.Redis, prefix: str, last: str | None = None) -> int:
+    """Delete every key of the prefix in chunks (`last`, when given, at the very end);
+    returns how many were deleted."""
+    keys = [k for k in client.scan_iter(f"{prefix}*", count=10_000) if k != last]
+    for start in range(0, len(keys), 10_000):
+        client.delete(*keys[start:start + 10_000])
+    return len(keys) + (int(client.delete(last)) if last else 0)  # type: ignore[arg-type]
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (a figure that contention leaves alone)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -71,13 +91,10 @@ def run_worker(env: dict[str, str], expected: int, prefix: str,
             rss = peak_rss_mb(worker.pid)
             cpu = cpu_seconds(worker.pid)
         finally:
-            worker.terminate()
-            worker.wait(timeout=60)
+            stop(worker)
     log.unlink()
     startup = (first_seen or started) - started
-    keys = list(client.scan_iter(f"{prefix}*", count=10_000))
-    for start in range(0, len(keys), 10_000):
-        client.delete(*keys[start:start + 10_000])
+    delete_keys(client, prefix)
     return {"eps": expected / elapsed, "steady_eps": expected / (elapsed - startup),
             "seconds": elapsed, "startup_seconds": startup, "rss_mb": rss,
             "cpu_us_per_event": cpu / expected * 1e6}

@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 from compare import fresh_env
-from replay import peak_rss_mb
+from replay import delete_keys, peak_rss_mb, stop
 
 from streams.connections import kafka_client_options, redis_client
 from streams.settings import load_settings
@@ -62,7 +62,7 @@ def run_workers(n: int, env: dict[str, str], expected: int, prefix: str,
         for worker in workers:
             worker.terminate()
         for worker in workers:
-            worker.wait(timeout=60)
+            stop(worker)
     for log in logs:
         log.unlink()
     return {"workers": n, "eps": expected / elapsed, "seconds": elapsed, "rss_mb": rss}
@@ -118,9 +118,7 @@ def main() -> int:
         app_id = f"{name}-{n}w"
         run = run_workers(n, fresh_env(settings, app_id), args.events, f"{app_id}:", client)
         states.append(final_state(client, f"{app_id}:", ("all", PERIOD)))
-        keys = list(client.scan_iter(f"{app_id}:*", count=10_000))
-        for start in range(0, len(keys), 10_000):
-            client.delete(*keys[start:start + 10_000])
+        delete_keys(client, f"{app_id}:")
         runs.append(run)
         print(f"{n} worker(s): {run['eps']:,.0f} events/s, peak RSS "
               f"{', '.join(f'{r:.0f}' for r in run['rss_mb'])} MB")

@@ -38,7 +38,7 @@ import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from compare import delete_topics, fresh_env, live_load
-from replay import cpu_seconds, peak_rss_mb
+from replay import cpu_seconds, delete_keys, peak_rss_mb, stop
 from tqdm import tqdm
 
 from schemas.events import EVENT_KINDS
@@ -164,13 +164,6 @@ async def events_in_kafka(settings: Settings, topics: Topics) -> int:
         return sum((await consumer.end_offsets(tps)).values())
     finally:
         await consumer.stop()
-
-
-def delete_keys(client: redis.Redis, prefix: str) -> int:
-    keys = list(client.scan_iter(f"{prefix}*", count=10_000))
-    for start in range(0, len(keys), 10_000):
-        client.delete(*keys[start:start + 10_000])
-    return len(keys)
 
 
 def summarize(samples: list[dict[str, Any]], rate: float, minutes: float, sent: int,
@@ -319,12 +312,7 @@ def main() -> int:
         peak = peak_rss_mb(worker.pid)
         ok = True
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop(worker)
         keys = delete_keys(client, prefix)
         names = asyncio.run(delete_topics(settings, app_id))
         log.info("deleted %d Redis keys and %d topics of %s", keys, len(names), app_id)
