@@ -202,7 +202,7 @@ class BatchPipeline:
         await self._retrying("sending dead letters and re-keyed events",
                              lambda: self._produce(outbound))
         await self._retrying("writing the changelog", lambda: self._produce(changelog))
-        await self._retrying("writing Redis", lambda: self.writer.write(update))
+        await self._write_update(update)
         self.metrics.observe_latency(produced_ms, int(time.time() * 1000))
 
     def _track_lag(self, batch: RecordBatch) -> None:
@@ -244,8 +244,7 @@ class BatchPipeline:
             clock = self.clock()
             update = self._board_update(self._due(clock).values(), set(), set(self.runtimes),
                                         clock, clock)
-            write = self._then(self._retrying("writing Redis",
-                                              lambda: self.writer.write(update)))
+            write = self._then(self._write_update(update))
         await write
 
     async def _check_redis(self, *_: Any) -> None:

@@ -175,7 +175,7 @@ class BoardChanges:
     def payload(self) -> bytes:
         """The APPLY_CHANGES argument."""
         add = {key: [item for member, score in members.items()
-                     for item in (repr(float(score)), member)]
+                     for item in (_text(score), member)]
                for key, members in self.adds.items()}
         return orjson.dumps({"rem": self.removes, "add": add, "del": self.hash_deletes,
                              "set": self.hash_sets})

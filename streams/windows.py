@@ -37,7 +37,6 @@ class Rolling:
     id: str
     unit_ms: int
     span: int
-    resolution: int  # index into WindowedCounts.buckets
 
     @property
     def days(self) -> float:
@@ -45,10 +44,10 @@ class Rolling:
 
 
 ROLLING: tuple[Rolling, ...] = (
-    Rolling("1h", MINUTE_MS, 60, 0),
-    Rolling("24h", HOUR_MS, 24, 1),
-    Rolling("7d", DAY_MS, 7, 2),
-    Rolling("30d", DAY_MS, 30, 2),
+    Rolling("1h", MINUTE_MS, 60),
+    Rolling("24h", HOUR_MS, 24),
+    Rolling("7d", DAY_MS, 7),
+    Rolling("30d", DAY_MS, 30),
 )
 #: per resolution (minute, hour, day): bucket length, and the spans of the windows on it
 #: (longest last)
@@ -175,21 +174,10 @@ class WindowedCounts:
 
     def sums(self, window: str, clock_ms: int) -> list[int]:
         """The window's metrics at this clock: [views, likes, uploads, events]."""
-        data = self.data
-        rolling = ROLLING_BY_ID.get(window)
-        if rolling is None:
-            at = self._find_fixed(fixed_key(window))
-            return [0, 0, 0, 0] if at < 0 else data[at + 2:at + 6].tolist()
-        total = [0, 0, 0, 0]
-        floor = clock_ms // rolling.unit_ms - rolling.span
-        resolution = rolling.resolution
-        for at in range(0, len(data), RECORD):
-            if data[at] == resolution and data[at + 1] > floor:
-                total[0] += data[at + 2]
-                total[1] += data[at + 3]
-                total[2] += data[at + 4]
-                total[3] += data[at + 5]
-        return total
+        if window in ROLLING_BY_ID:
+            return self.window_sums(Windows(), clock_ms)[window]
+        at = self._find_fixed(fixed_key(window))
+        return [0, 0, 0, 0] if at < 0 else self.data[at + 2:at + 6].tolist()
 
     def window_sums(self, windows: Windows, clock_ms: int) -> dict[str, list[int]]:
         """`sums` of every window of `windows` at this clock, in one pass over the records
