@@ -244,7 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         print("simulate: give exactly one of --events N or --rate R", file=sys.stderr)
         return 2
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    return int(args.func(settings, args) or 0)
+    try:
+        return int(args.func(settings, args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C is how a user stops `simulate` or `demo`
+        return 130
 
 
 if __name__ == "__main__":
