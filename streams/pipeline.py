@@ -90,6 +90,9 @@ class BatchPipeline:
         #: the Redis data generation this worker's writes went to (None before the first)
         self._generation: str | None = None
         self._rewrites: set[asyncio.Future[None]] = set()
+        #: partitions restored at a rebalance-complete signal and not yet confirmed by a
+        #: batch of their own (see `_recovered`)
+        self._provisional: set[int] = set()
 
     def install(self) -> None:
         """Become the conductor's batch handler; decay on a timer; forget revoked partitions."""
@@ -112,18 +115,27 @@ class BatchPipeline:
     async def _forget(self, app: Any, revoked: set[Any], **_: Any) -> None:
         for tp in revoked:
             self.runtimes.pop(tp.partition, None)
+            self._provisional.discard(tp.partition)
 
     async def _recovered(self, *_: Any, **__: Any) -> None:
-        """Tables are recovered: restore every owned partition now, not at its first
-        batch, so decay and Redis rewrites cover it before any new event arrives."""
+        """Tables recovered: restore every owned partition now, not at its first batch,
+        so decay and Redis rewrites cover it before any new event arrives.
+
+        faust also sends this signal when it finishes recovering an assignment that a
+        newer one has replaced, before the newer one's tables are read: what is restored
+        here stays provisional, and is restored again at each later signal, until a batch
+        of that partition arrives (faust delivers none before the current assignment's
+        tables are recovered).
+        """
         conductor = self.app.topics
         assert isinstance(conductor, BatchConductor)
         assigned = {tp.partition for tp in self.app.consumer.assignment()
                     if tp.topic in conductor.batch_topics}
         async with self.lock:
-            missing = assigned - self.runtimes.keys()
-            if missing:
-                self._restore(missing)
+            again = (assigned - self.runtimes.keys()) | (self._provisional & assigned)
+            if again:
+                self._restore(again)
+                self._provisional |= again
 
     def clock(self) -> int:
         """The wall clock, or the largest event time seen (never moving back)."""
@@ -170,7 +182,9 @@ class BatchPipeline:
         flight, and marks this batch's offsets committable only once they are done.
         """
         async with self.lock:
-            missing = {tp.partition for tp in batch} - self.runtimes.keys()
+            arrived = {tp.partition for tp in batch}
+            missing = arrived - self.runtimes.keys()
+            self._provisional -= arrived
             if missing:
                 self._restore(missing)
             result = self.aggregator.process(batch, self.clock())
@@ -292,8 +306,12 @@ class BatchPipeline:
                          if s.partition in self.runtimes]
                 for state in chunk:
                     state.prune(clock)
+                # Redis may list an account under the category it had before the state
+                # being written (a profile whose batch's Redis write a crash lost): every
+                # account's listed category is looked up and its old board left
                 write = self._then(self._write_update(self._board_update(
-                    chunk, set(), (), clock, int(time.time() * 1000))))
+                    chunk, {s.account_id for s in chunk}, (), clock,
+                    int(time.time() * 1000))))
             await write
         async with self.lock:
             clock = self.clock()
