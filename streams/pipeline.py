@@ -123,19 +123,22 @@ class BatchPipeline:
 
         faust also sends this signal when it finishes recovering an assignment that a
         newer one has replaced, before the newer one's tables are read: what is restored
-        here stays provisional, and is restored again at each later signal, until a batch
-        of that partition arrives (faust delivers none before the current assignment's
-        tables are recovered).
+        here stays provisional, and is restored again at each later signal and at the
+        next batch (faust delivers none before the current assignment's tables are
+        recovered).
         """
-        conductor = self.app.topics
-        assert isinstance(conductor, BatchConductor)
-        assigned = {tp.partition for tp in self.app.consumer.assignment()
-                    if tp.topic in conductor.batch_topics}
+        assigned = self._assigned()
         async with self.lock:
             again = (assigned - self.runtimes.keys()) | (self._provisional & assigned)
             if again:
                 self._restore(again)
                 self._provisional |= again
+
+    def _assigned(self) -> set[int]:
+        conductor = self.app.topics
+        assert isinstance(conductor, BatchConductor)
+        return {tp.partition for tp in self.app.consumer.assignment()
+                if tp.topic in conductor.batch_topics}
 
     def clock(self) -> int:
         """The wall clock, or the largest event time seen (never moving back)."""
@@ -182,9 +185,11 @@ class BatchPipeline:
         flight, and marks this batch's offsets committable only once they are done.
         """
         async with self.lock:
-            arrived = {tp.partition for tp in batch}
-            missing = arrived - self.runtimes.keys()
-            self._provisional -= arrived
+            # faust delivers no source record before the current assignment's tables
+            # are recovered: now every owned partition can be restored for good
+            owned = self._assigned() | {tp.partition for tp in batch}
+            missing = (owned - self.runtimes.keys()) | (self._provisional & owned)
+            self._provisional -= owned
             if missing:
                 self._restore(missing)
             result = self.aggregator.process(batch, self.clock())
