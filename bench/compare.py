@@ -39,7 +39,6 @@ from typing import Any
 import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from naive import run_naive
 from replay import run_worker, stop
 from tqdm import tqdm
@@ -51,6 +50,7 @@ from streams.rebuild import changelog, read_latest
 from streams.settings import Settings, load_settings
 from streams.simulate import SimulatedPlatform, produce
 from streams.topics import Topics, create_topics
+from streams.topics import delete_topics as delete_deployment_topics
 
 HERE = Path(__file__).resolve().parent
 PROBE = "bench-probe"
@@ -98,17 +98,8 @@ def fresh_env(settings: Settings, app_id: str) -> dict[str, str]:
 
 async def delete_topics(settings: Settings, name: str) -> list[str]:
     """A deployment's topics: its topic prefix's and faust's own (`{name}-...`)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
-                                **kafka_client_options(settings))
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics()
-                 if t.startswith((f"{name}.", f"{name}-"))]
-        if names:
-            await admin.delete_topics(names)
-        return names
-    finally:
-        await admin.close()
+    return await delete_deployment_topics(settings.bootstrap_servers, name,
+                                          kafka_options=kafka_client_options(settings))
 
 
 def state_bytes_per_account(settings: Settings, app_id: str) -> float:

@@ -39,7 +39,7 @@ from schemas.events import EVENT_KINDS, EVENT_MODELS, ID_PATTERN, EventBase, Eve
 from streams.ingest import dead_letter
 from streams.scoring import influence_index, scoring_config
 from streams.settings import Settings, load_settings
-from streams.topics import Topics, create_topics
+from streams.topics import Topics, create_topics, delete_topics
 
 HERE = Path(__file__).resolve().parent
 FUTURE_TOLERANCE_MS = 5 * 60_000
@@ -358,6 +358,7 @@ def bench(argv: list[str]) -> int:
     print({k: round(v, 2) for k, v in result.items()})
     if args.keep_keys:
         print(f"boards kept under {name}:lb:*")
+    asyncio.run(delete_topics(settings.bootstrap_servers, name))
     return 0
 
 

@@ -29,7 +29,7 @@ import redis
 
 from streams.settings import load_settings
 from streams.simulate import SimulatedPlatform, produce
-from streams.topics import Topics, create_topics
+from streams.topics import Topics, create_topics, delete_topics
 
 HERE = Path(__file__).resolve().parent
 
@@ -172,6 +172,7 @@ def main() -> int:
             for code in codes[1:]}
     print(json.dumps(results, indent=2))
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+    asyncio.run(delete_topics(settings.bootstrap_servers, name))
     return 0
 
 

@@ -32,7 +32,7 @@ from replay import delete_keys, peak_rss_mb, stop
 from streams.connections import kafka_client_options, redis_client
 from streams.settings import load_settings
 from streams.simulate import SimulatedPlatform, produce
-from streams.topics import Topics, create_topics
+from streams.topics import Topics, create_topics, delete_topics
 
 HERE = Path(__file__).resolve().parent
 PERIOD = "bench"
@@ -134,6 +134,7 @@ def main() -> int:
     }
     print(json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=2))
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+    asyncio.run(delete_topics(settings.bootstrap_servers, name, kafka_options=options))
     return 0 if same else 1
 
 

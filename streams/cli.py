@@ -51,7 +51,8 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from streams.devstack import DevStack
 
     stack = DevStack(settings)
-    action = {"up": stack.up, "down": stack.down, "status": stack.status}[args.action]
+    action = {"up": stack.up, "down": stack.down, "status": stack.status,
+              "reset": stack.reset}[args.action]
     for line in action():
         print(line)
     return 0
@@ -203,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rankflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     dev = sub.add_parser("dev", help="local Kafka (KRaft) + Redis on loopback")
-    dev.add_argument("action", choices=("up", "down", "status"))
+    dev.add_argument("action", choices=("up", "down", "status", "reset"),
+                     help="reset: stop both and delete every Kafka topic (the jars stay)")
     dev.set_defaults(func=cmd_dev)
     sub.add_parser("topics", help="create the topics (idempotent)").set_defaults(func=cmd_topics)
     sub.add_parser("worker", help="run one stream worker").set_defaults(func=cmd_worker)

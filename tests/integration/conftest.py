@@ -9,15 +9,18 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 import redis
+from aiokafka.errors import KafkaError
 
+from streams.connections import kafka_client_options
 from streams.devstack import DevStack
 from streams.settings import Settings, load_settings
-from streams.topics import Topics, create_topics
+from streams.topics import Topics, create_topics, delete_topics
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
@@ -98,8 +101,15 @@ class Deployment:
         self.wait_for(done, timeout, f"{events} events and {dead} dead letters counted")
 
     def close(self) -> None:
+        """Stop the workers, then delete the deployment's Redis keys and Kafka topics."""
         for proc in self.workers:
             self.stop(proc)
+        try:
+            asyncio.run(asyncio.wait_for(delete_topics(
+                self.settings.bootstrap_servers, self.name,
+                kafka_options=kafka_client_options(self.settings)), 30))
+        except (KafkaError, OSError, TimeoutError) as exc:  # a test may leave the broker down
+            warnings.warn(f"{self.name}: topics not deleted: {exc!r}", stacklevel=1)
         keys = list(self.redis.scan_iter(f"{self.prefix}*", count=1000))
         for start in range(0, len(keys), 1000):
             self.redis.delete(*keys[start:start + 1000])
