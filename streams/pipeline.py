@@ -168,7 +168,8 @@ class BatchPipeline:
                                                self.windows, clock)
             log.info("partition %d: %d accounts, %d events counted so far",
                      p, len(accounts[p]), self.runtimes[p].header.events)
-        if any(accounts.values()):
+        if any(accounts[p] or self.runtimes[p].header.events or self.runtimes[p].header.dlq
+               for p in partitions):
             # The previous owner (or this worker, before a crash) may have written the
             # changelog of its last batches but not their Redis writes: a replay of those
             # batches changes no state, so only a rewrite restores their accounts, their
@@ -272,25 +273,30 @@ class BatchPipeline:
         The generation marker is set once per life of the data. Missing or changed
         means Redis no longer holds what this worker wrote: it rewrites the layout of
         every partition it owns from its state, while batches go on between chunks.
-        A marker already there when the worker starts is simply adopted.
         """
         try:
             seen = await self.writer.generation()
             if seen is not None and seen == self._generation:
                 return
-            first = self._generation is None
+            if self._generation is None:  # nothing written yet: see `_adopt_generation`
+                self._generation = seen or await self.writer.claim_generation()
+                return
             self._generation = await self.writer.claim_generation()
         except aioredis.RedisError as exc:
             log.warning("could not check the Redis generation marker: %s", exc)
             return
-        if first and seen is not None:
-            return
-        if first:
-            await self.rewrite_all("Redis holds no generation marker (new, or lost while "
-                                   "this worker was away)")
-        else:
-            log.warning("Redis has lost its data (generation marker gone or replaced)")
-            await self.rewrite_all("Redis lost its data")
+        log.warning("Redis has lost its data (generation marker gone or replaced)")
+        await self.rewrite_all("Redis lost its data")
+
+    async def _adopt_generation(self) -> None:
+        """Before this worker's first Redis write: adopt the marker in force, or claim one
+        for a new (or emptied) Redis. What Redis lacks then is what was recovered, and
+        `_restore` rewrites that; what this worker writes from here on is checked."""
+        try:
+            self._generation = (await self.writer.generation()
+                                or await self.writer.claim_generation())
+        except aioredis.RedisError as exc:
+            log.warning("could not read the Redis generation marker: %s", exc)
 
     async def rewrite_all(self, why: str, partitions: set[int] | None = None) -> None:
         """Rewrite every owned account, campaign total and counter in Redis from state
@@ -330,6 +336,8 @@ class BatchPipeline:
                  time.monotonic() - started)
 
     async def _write_update(self, update: BoardUpdate) -> None:
+        if self._generation is None:
+            await self._adopt_generation()
         await self._retrying("writing Redis", lambda: self.writer.write(update))
 
     def _due(self, clock: int) -> dict[str, AccountState]:
