@@ -16,10 +16,12 @@ from schemas.events import EventKind, Profile
 from streams.campaigns import CampaignTotals
 from streams.dedup import RecentEventIds, Segment, source_ref, unpack_ref
 from streams.ingest import (
+    FUTURE_TOLERANCE_MS,
     Rejected,
     Tombstone,
     ValidEvent,
     dead_letter,
+    fast_event_fields,
     parse_event,
     parse_profile,
 )
@@ -202,12 +204,14 @@ class BatchAggregator:
                 watermark: int, runtime: PartitionRuntime, result: BatchResult) -> None:
         """Records of an event topic: the hot loop, `_event` and `_count` made one.
 
-        Anything out of the ordinary (rejected, misplaced, duplicate) takes the same
-        helpers as the general path.
+        A message in the usual shape, keyed by its account and on that account's
+        partition, is counted here with no object built for it. Anything else (rejected,
+        misplaced, duplicate, or in an unusual shape) takes `_event`, which decides it
+        alike: `fast_event_fields` accepts only what `parse_event` accepts.
         """
         header = runtime.header
         partition = header.partition
-        first_seen, remember = runtime.recent.first_seen, runtime.recent.add
+        first_ref = runtime.recent.first_ref
         touched = result.accounts
         check_future = self.check_future
         n_partitions = self.n_partitions
@@ -216,42 +220,37 @@ class BatchAggregator:
         for record in batch:
             offset = record.offset
             fresh = offset > watermark
-            key = record.key
-            event = parse_event(kind, key, record.value,
-                                record.timestamp if check_future else None)
-            if type(event) is Rejected:
-                self._reject(record, event.reason, fresh, header, result)
+            key, value = record.key, record.value
+            fields = fast_event_fields(kind, value) if value is not None else None
+            if (fields is None or key is None or key != fields[1].encode()
+                    or (check_future and fields[2] > record.timestamp + FUTURE_TOLERANCE_MS)
+                    or default_partition_for(fields[1], n_partitions) != partition):
+                self._event(record, slot, kind, fresh, runtime, result)
                 continue
-            assert isinstance(event, ValidEvent)
-            account_id = event.account_id
-            if key is None or default_partition_for(account_id, n_partitions) != partition:
-                self._placed(record, account_id, kind, slot, fresh, runtime, result, None)
-                continue
+            event_id, account_id, ts, count, campaign = fields
             ref = source_ref(slot, offset)
-            seen = first_seen(event.event_id)
-            if seen is None:
-                remember(event.event_id, ref)
-            elif seen != ref:
-                self._duplicate(record, event.event_id, seen, fresh, header, result, None)
+            seen = first_ref(event_id, ref)
+            if seen != ref:
+                self._duplicate(record, event_id, seen, fresh, header, result, None)
                 continue
             state = touched.get(account_id) or self._state(account_id, partition, result)
             if fresh:
                 counted += 1
-                if event.ts > clock:
-                    clock = event.ts
+                if ts > clock:
+                    clock = ts
             applied = state.applied
             if offset > applied[slot]:
                 applied[slot] = offset
-                coalesce(event, kind, partition)
+                coalesce(account_id, kind, campaign, ts, count, partition)
         header.events += counted
         result.counted += counted
-        header.clock = clock
+        header.clock = max(header.clock, clock)
 
-    def _coalesce(self, event: ValidEvent, kind: EventKind, partition: int) -> None:
+    def _coalesce(self, account_id: str, kind: EventKind, campaign: str | None, ts: int,
+                  count: int, partition: int) -> None:
         """Add an event to its group: events that land in the same kept buckets and fixed
         windows change the state alike, so each group is applied once (`_apply_coalesced`).
         """
-        ts = event.ts
         minute_from, hour_from, day_from = self._kept_from
         # the finest kept bucket decides the coarser ones: one int names it
         if ts >= minute_from:
@@ -262,13 +261,12 @@ class BatchAggregator:
             bucket = ts // DAY_MS * 4 + 2
         else:
             bucket = 3
-        group = (event.account_id, kind, event.campaign, self.windows.fixed_containing(ts),
-                 bucket)
+        group = (account_id, kind, campaign, self.windows.fixed_containing(ts), bucket)
         sums = self._coalesced.get(group)
         if sums is None:
-            self._coalesced[group] = [event.count, 1, ts, partition]
+            self._coalesced[group] = [count, 1, ts, partition]
         else:
-            sums[0] += event.count
+            sums[0] += count
             sums[1] += 1
 
     def _reject(self, record: SourceRecord, reason: str, fresh: bool, header: PartitionHeader,
@@ -387,7 +385,8 @@ class BatchAggregator:
         if offset <= state.applied[slot]:
             return
         state.applied[slot] = offset
-        self._coalesce(event, kind, header.partition)
+        self._coalesce(event.account_id, kind, event.campaign, event.ts, event.count,
+                       header.partition)
 
     def _duplicate(self, record: SourceRecord, event_id: str, seen: int, fresh: bool,
                    header: PartitionHeader, result: BatchResult,

@@ -58,6 +58,16 @@ class RecentEventIds:
         """The source ref where this id was first seen, or None."""
         return self._refs.get(event_id)
 
+    def first_ref(self, event_id: str, ref: int) -> int:
+        """Where this id was first seen; a new id is remembered as seen at `ref`."""
+        seen = self._refs.get(event_id)
+        if seen is None:
+            self._refs[event_id] = ref
+            self._pending.append((event_id, ref))
+            self._total += 1
+            return ref
+        return seen
+
     def origin_ref(self, origin: str) -> int | None:
         """The re-keyed record that first carried this origin, or None."""
         return self._origins.get(origin)
