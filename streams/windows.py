@@ -187,33 +187,39 @@ class WindowedCounts:
         hour_floor = clock_ms // HOUR_MS - 24
         day = clock_ms // DAY_MS
         week_floor, month_floor = day - 7, day - 30
-        hour, day_, week, month = [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]
+        # running sums as locals (views, likes, uploads, events per rolling window)
+        h0 = h1 = h2 = h3 = d0 = d1 = d2 = d3 = w0 = w1 = w2 = w3 = m0 = m1 = m2 = m3 = 0
         fixed: dict[int, list[int]] = {}
-        for at in range(0, len(data), RECORD):
-            resolution, bucket = data[at], data[at + 1]
+        for resolution, bucket, views, likes, uploads, events in zip(
+                data[0::RECORD], data[1::RECORD], data[2::RECORD], data[3::RECORD],
+                data[4::RECORD], data[5::RECORD]):
             if resolution == 0:
-                if bucket <= minute_floor:
-                    continue
-                targets: tuple[list[int], ...] = (hour,)
+                if bucket > minute_floor:
+                    h0 += views
+                    h1 += likes
+                    h2 += uploads
+                    h3 += events
             elif resolution == 1:
-                if bucket <= hour_floor:
-                    continue
-                targets = (day_,)
+                if bucket > hour_floor:
+                    d0 += views
+                    d1 += likes
+                    d2 += uploads
+                    d3 += events
             elif resolution == 2:
-                if bucket <= month_floor:
-                    continue
-                targets = (month, week) if bucket > week_floor else (month,)
+                if bucket > month_floor:
+                    m0 += views
+                    m1 += likes
+                    m2 += uploads
+                    m3 += events
+                    if bucket > week_floor:
+                        w0 += views
+                        w1 += likes
+                        w2 += uploads
+                        w3 += events
             else:
-                fixed[bucket] = data[at + 2:at + 6].tolist()
-                continue
-            views, likes, uploads, events = data[at + 2:at + 6]
-            for total in targets:
-                total[0] += views
-                total[1] += likes
-                total[2] += uploads
-                total[3] += events
-        sums = {"1h": hour, "24h": day_, "7d": week, "30d": month,
-                ALL: fixed.get(0) or [0, 0, 0, 0]}
+                fixed[bucket] = [views, likes, uploads, events]
+        sums = {"1h": [h0, h1, h2, h3], "24h": [d0, d1, d2, d3], "7d": [w0, w1, w2, w3],
+                "30d": [m0, m1, m2, m3], ALL: fixed.get(0) or [0, 0, 0, 0]}
         for period in windows.periods:
             sums[period.name] = fixed.get(fixed_key(period.name)) or [0, 0, 0, 0]
         return sums
