@@ -155,7 +155,7 @@ class Settings(BaseSettings):
     cap_fans: float = Field(default=50_000_000, gt=0)
 
     # Tuning; the defaults suit one worker on a small machine.
-    batch_max_records: int = Field(default=50_000, ge=1)
+    batch_max_records: int = Field(default=100_000, ge=1)
     dedup_min_events: int = Field(default=100_000, ge=0)
     dedup_min_seconds: float = Field(default=600.0, ge=0)
     session_timeout: float = Field(default=10.0, gt=0)
