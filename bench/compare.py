@@ -40,7 +40,7 @@ import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from naive import run_naive
-from replay import run_worker, stop
+from replay import delete_keys, run_worker, stop
 from tqdm import tqdm
 
 from streams.app import ACCOUNT_TABLE
@@ -222,6 +222,7 @@ def latency_run(settings: Settings, rate: float, seconds: float, accounts: int,
             probe.thread.join()
         finally:
             stop(worker)
+            delete_keys(client, f"{app_id}:")
     log.unlink()
     got = sorted(probe.latencies_ms)
     if not got:
