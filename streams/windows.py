@@ -192,7 +192,7 @@ class WindowedCounts:
         fixed: dict[int, list[int]] = {}
         for resolution, bucket, views, likes, uploads, events in zip(
                 data[0::RECORD], data[1::RECORD], data[2::RECORD], data[3::RECORD],
-                data[4::RECORD], data[5::RECORD]):
+                data[4::RECORD], data[5::RECORD], strict=True):
             if resolution == 0:
                 if bucket > minute_floor:
                     h0 += views

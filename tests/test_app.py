@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from unittest import mock
 
-from streams.app import PromptTableManager, create_app
+from streams.app import create_app
 from streams.settings import Settings
 from streams.transport import (
     FETCH_MAX_WAIT_MS,
@@ -15,22 +14,10 @@ from streams.transport import (
 )
 
 
-def test_the_app_uses_the_batch_transport_and_the_prompt_table_manager():
+def test_the_app_uses_the_batch_transport():
     app = create_app(Settings()).app
     assert isinstance(app.topics, BatchConductor)
     assert app.transport.Consumer is BatchConsumer
-    assert isinstance(app.tables, PromptTableManager)
-
-
-def test_the_table_manager_starts_recovery_without_faust_s_one_second_pause():
-    tables = create_app(Settings()).app.tables
-    with mock.patch.object(tables, "sleep") as sleep, \
-            mock.patch.object(tables, "_update_channels") as update, \
-            mock.patch.object(tables.recovery, "start") as start:
-        asyncio.run(tables.on_start())
-    sleep.assert_not_called()
-    update.assert_awaited_once()
-    start.assert_awaited_once()
 
 
 def test_the_worker_consumer_fetches_with_a_short_wait():
