@@ -62,9 +62,7 @@ class RecentEventIds:
         """Where this id was first seen; a new id is remembered as seen at `ref`."""
         seen = self._refs.get(event_id)
         if seen is None:
-            self._refs[event_id] = ref
-            self._pending.append((event_id, ref))
-            self._total += 1
+            self.add(event_id, ref)
             return ref
         return seen
 

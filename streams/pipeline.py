@@ -274,12 +274,11 @@ class BatchPipeline:
         means Redis no longer holds what this worker wrote: it rewrites the layout of
         every partition it owns from its state, while batches go on between chunks.
         """
+        if self._generation is None:  # nothing written yet
+            await self._adopt_generation()
+            return
         try:
-            seen = await self.writer.generation()
-            if seen is not None and seen == self._generation:
-                return
-            if self._generation is None:  # nothing written yet: see `_adopt_generation`
-                self._generation = seen or await self.writer.claim_generation()
+            if await self.writer.generation() == self._generation:
                 return
             self._generation = await self.writer.claim_generation()
         except aioredis.RedisError as exc:

@@ -183,11 +183,12 @@ class WindowedCounts:
         """`sums` of every window of `windows` at this clock, in one pass over the records
         (scoring reads them all for every changed account of every batch)."""
         data = self.data
-        minute_floor = clock_ms // MINUTE_MS - 60
-        hour_floor = clock_ms // HOUR_MS - 24
-        day = clock_ms // DAY_MS
-        week_floor, month_floor = day - 7, day - 30
-        # running sums as locals (views, likes, uploads, events per rolling window)
+        hour, day, week, month = ROLLING  # on minute, hour, day and day buckets
+        minute_floor = clock_ms // hour.unit_ms - hour.span
+        hour_floor = clock_ms // day.unit_ms - day.span
+        week_floor = clock_ms // week.unit_ms - week.span
+        month_floor = clock_ms // month.unit_ms - month.span
+        # running sums as locals, one per window and metric: half again as fast as lists
         h0 = h1 = h2 = h3 = d0 = d1 = d2 = d3 = w0 = w1 = w2 = w3 = m0 = m1 = m2 = m3 = 0
         fixed: dict[int, list[int]] = {}
         for resolution, bucket, views, likes, uploads, events in zip(
@@ -218,8 +219,9 @@ class WindowedCounts:
                         w3 += events
             else:
                 fixed[bucket] = [views, likes, uploads, events]
-        sums = {"1h": [h0, h1, h2, h3], "24h": [d0, d1, d2, d3], "7d": [w0, w1, w2, w3],
-                "30d": [m0, m1, m2, m3], ALL: fixed.get(0) or [0, 0, 0, 0]}
+        sums = {hour.id: [h0, h1, h2, h3], day.id: [d0, d1, d2, d3],
+                week.id: [w0, w1, w2, w3], month.id: [m0, m1, m2, m3],
+                ALL: fixed.get(0) or [0, 0, 0, 0]}
         for period in windows.periods:
             sums[period.name] = fixed.get(fixed_key(period.name)) or [0, 0, 0, 0]
         return sums
