@@ -372,7 +372,9 @@ def sasl_kafka(stack, tmp_path_factory) -> Iterator[int]:
     java = ["java", "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
             "-Djava.awt.headless=true", f"-Dkafka.logs.dir={root}", logging_opt,
             "-cp", classpath]
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cluster_id = "-"
+    while cluster_id.startswith("-"):  # as Kafka's own random ids: "-…" reads as an option
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
     subprocess.run([*java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
                     "-c", str(config)], check=True, capture_output=True)
     proc = subprocess.Popen([*java, "kafka.Kafka", str(config)],
