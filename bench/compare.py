@@ -43,13 +43,12 @@ from naive import run_naive
 from replay import delete_keys, run_worker, stop
 from tqdm import tqdm
 
-from streams.app import ACCOUNT_TABLE
 from streams.connections import kafka_client_options, redis_client
 from streams.ingest import partition_for
 from streams.rebuild import changelog, read_latest
 from streams.settings import Settings, load_settings
 from streams.simulate import SimulatedPlatform, produce
-from streams.topics import Topics, create_topics
+from streams.topics import ACCOUNT_TABLE, Topics, create_topics
 from streams.topics import delete_topics as delete_deployment_topics
 
 HERE = Path(__file__).resolve().parent

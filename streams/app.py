@@ -23,11 +23,8 @@ from streams.aggregate import Topics
 from streams.connections import faust_credentials
 from streams.settings import Settings
 from streams.state import AccountState, decode_segment
-from streams.topics import DEAD_LETTER_MAX_BYTES
+from streams.topics import ACCOUNT_TABLE, DEAD_LETTER_MAX_BYTES, PARTITION_TABLE
 from streams.transport import BatchTopic
-
-ACCOUNT_TABLE = "account-state"
-PARTITION_TABLE = "partition-state"
 
 
 class Utf8Codec(codecs.Codec):

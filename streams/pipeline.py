@@ -37,6 +37,7 @@ from streams.aggregate import (
 from streams.app import Wiring
 from streams.dedup import RecentEventIds
 from streams.metrics import SAMPLE_EVERY, WorkerMetrics
+from streams.recovered import tables_recovered
 from streams.scoring import account_view, scoring_config
 from streams.settings import Settings
 from streams.sink import BoardUpdate, RedisBoardWriter, RedisKeys
@@ -90,9 +91,8 @@ class BatchPipeline:
         #: the Redis data generation this worker's writes went to (None before the first)
         self._generation: str | None = None
         self._rewrites: set[asyncio.Future[None]] = set()
-        #: partitions restored at a rebalance-complete signal and not yet confirmed by a
-        #: batch of their own (see `_recovered`)
-        self._provisional: set[int] = set()
+        self._changelog_topics = [table.changelog_topic.get_topic_name()
+                                  for table in (wiring.accounts, wiring.partitions)]
 
     def install(self) -> None:
         """Become the conductor's batch handler; decay on a timer; forget revoked partitions."""
@@ -105,8 +105,9 @@ class BatchPipeline:
         conductor = self.app.topics
         assert isinstance(conductor, BatchConductor)
         conductor.batch_handler = self
+        conductor.batch_ready = self.ready
         self.app.on_partitions_revoked.connect(self._forget)  # type: ignore[arg-type]
-        self.app.on_rebalance_complete.connect(self._recovered)
+        self.app.on_rebalance_complete.connect(self._on_recovery)
         if not self.event_clock:
             self.app.timer(interval=DECAY_INTERVAL)(self._tick)
         self.app.timer(interval=METRICS_INTERVAL)(self._publish_metrics)
@@ -115,24 +116,25 @@ class BatchPipeline:
     async def _forget(self, app: Any, revoked: set[Any], **_: Any) -> None:
         for tp in revoked:
             self.runtimes.pop(tp.partition, None)
-            self._provisional.discard(tp.partition)
 
-    async def _recovered(self, *_: Any, **__: Any) -> None:
-        """Tables recovered: restore every owned partition now, not at its first batch,
-        so decay and Redis rewrites cover it before any new event arrives.
+    def ready(self, tp: Any) -> bool:
+        """May records of this source partition be applied? Only once its runtime is
+        restored, or its tables are read to the end so that it can be."""
+        return tp.partition in self.runtimes or self._recovered(tp.partition)
 
-        faust also sends this signal when it finishes recovering an assignment that a
-        newer one has replaced, before the newer one's tables are read: what is restored
-        here stays provisional, and is restored again at each later signal and at the
-        next batch (faust delivers none before the current assignment's tables are
-        recovered).
-        """
-        assigned = self._assigned()
+    def _recovered(self, partition: int) -> bool:
+        return tables_recovered(self.app.tables.recovery,  # type: ignore[attr-defined]
+                                self._changelog_topics, partition)
+
+    async def _on_recovery(self, *_: Any, **__: Any) -> None:
+        """Tables read: restore the owned partitions now, not at their first batch, so
+        decay and Redis rewrites cover them before any new event arrives. (faust also
+        sends this signal for an assignment a newer one has replaced: only partitions
+        whose tables are read to the end are restored.)"""
         async with self.lock:
-            again = (assigned - self.runtimes.keys()) | (self._provisional & assigned)
-            if again:
-                self._restore(again)
-                self._provisional |= again
+            found = {p for p in self._assigned() - self.runtimes.keys() if self._recovered(p)}
+            if found:
+                self._restore(found)
 
     def _assigned(self) -> set[int]:
         conductor = self.app.topics
@@ -186,13 +188,16 @@ class BatchPipeline:
         flight, and marks this batch's offsets committable only once they are done.
         """
         async with self.lock:
-            # faust delivers no source record before the current assignment's tables
-            # are recovered: now every owned partition can be restored for good
-            owned = self._assigned() | {tp.partition for tp in batch}
-            missing = (owned - self.runtimes.keys()) | (self._provisional & owned)
-            self._provisional -= owned
+            missing = {tp.partition for tp in batch} - self.runtimes.keys()
             if missing:
-                self._restore(missing)
+                # the consumer delivers no records before `ready`; a rebalance since
+                # then may have taken the partition away or started reading it again
+                late = {p for p in missing if not self._recovered(p)}
+                if late:
+                    log.warning("partitions %s: tables no longer read to the end; "
+                                "their records are left for the next fetch", sorted(late))
+                    batch = {tp: recs for tp, recs in batch.items() if tp.partition not in late}
+                self._restore(missing - late)
             result = self.aggregator.process(batch, self.clock())
             clock = self.clock()
             now_ms = int(time.time() * 1000)
@@ -302,7 +307,7 @@ class BatchPipeline:
         (of the given partitions only, when named)."""
         started = time.monotonic()
         async with self.lock:
-            owned = [s for s in self.accounts.values() if s.partition in self.runtimes
+            owned = [s.account_id for s in self.accounts.values() if s.partition in self.runtimes
                      and (partitions is None or s.partition in partitions)]
         if not owned and not self.runtimes:
             return
@@ -312,8 +317,9 @@ class BatchPipeline:
         for start in range(0, len(owned), REWRITE_CHUNK):
             async with self.lock:
                 clock = self.clock()
-                chunk = [s for s in owned[start:start + REWRITE_CHUNK]
-                         if s.partition in self.runtimes]
+                # each account as it is now (batches run between chunks)
+                found = (self.accounts.get(a) for a in owned[start:start + REWRITE_CHUNK])
+                chunk = [s for s in found if s is not None and s.partition in self.runtimes]
                 for state in chunk:
                     state.prune(clock)
                 # Redis may list an account under the category it had before the state

@@ -19,13 +19,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from tqdm import tqdm
 
 from streams.aggregate import restore_runtime
-from streams.app import ACCOUNT_TABLE, PARTITION_TABLE
 from streams.connections import kafka_client_options, redis_client
 from streams.dedup import RecentEventIds
 from streams.scoring import account_view, scoring_config
 from streams.settings import Settings
 from streams.sink import BoardUpdate, RedisBoardWriter, RedisKeys
 from streams.state import AccountState, decode_segment
+from streams.topics import ACCOUNT_TABLE, PARTITION_TABLE
 from streams.windows import Windows
 
 log = logging.getLogger(__name__)

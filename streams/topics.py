@@ -20,6 +20,10 @@ class TopicLayoutError(SystemExit):
     """Existing topics that cannot be co-partitioned as configured."""
 
 
+#: the worker's state tables; faust names their changelog topics `{app_id}-{table}-changelog`
+ACCOUNT_TABLE = "account-state"
+PARTITION_TABLE = "partition-state"
+
 #: the largest dead-letter record: a base64 envelope of a 2 MiB message fits
 DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024
 
@@ -46,6 +50,9 @@ class Topics:
     def rekeyed(self) -> str:
         return f"{self.prefix}{self.app_id}-events-rekeyed"
 
+    def changelog(self, table: str) -> str:
+        return f"{self.app_id}-{table}-changelog"
+
     @property
     def sources(self) -> tuple[str, ...]:
         return (*(self.event(k) for k in EVENT_KINDS), self.accounts, self.rekeyed)
@@ -59,15 +66,22 @@ class Topics:
         return slots
 
     def declarations(self, partitions: int) -> list[NewTopic]:
-        """Every topic of §1, plus the internal re-keying topic, co-partitioned.
+        """Every topic of §1, plus the internal re-keying topic and the tables'
+        changelogs, co-partitioned.
+
+        The changelogs are created here, before faust starts: faust declares them while
+        its consumer joins the group, and a changelog missing at the first assignment
+        is left out of it (its table would never be read).
 
         The dead-letter topic takes records up to DEAD_LETTER_MAX_BYTES: an envelope
         carries the whole rejected value, which may be as large as the broker allows.
         """
-        configs = {self.accounts: {"cleanup.policy": "compact"},
+        changelogs = [self.changelog(table) for table in (ACCOUNT_TABLE, PARTITION_TABLE)]
+        compacted = {"cleanup.policy": "compact"}
+        configs = {self.accounts: compacted, **dict.fromkeys(changelogs, compacted),
                    self.dlq: {"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}}
         return [NewTopic(name, partitions, 1, topic_configs=configs.get(name, {}))
-                for name in (*self.sources, self.dlq)]
+                for name in (*self.sources, self.dlq, *changelogs)]
 
 
 async def create_topics(bootstrap: list[str], topics: Topics, partitions: int, *,

@@ -20,6 +20,9 @@ Invariants (tested in tests/integration):
   before a new owner reads it.
 * Records at or past the read offset only: after a seek to the committed offset a
   batch resumes exactly where the last committed one ended.
+* Records of a partition the handler is not ready for (its tables not read to the end
+  yet, `BatchConductor.batch_ready`) are not delivered: the partition is sought back to
+  its first such record and fetched again later.
 
 Registered as the `rankflow://` broker scheme (entry point `faust.transports`).
 """
@@ -43,8 +46,12 @@ log = logging.getLogger(__name__)
 RecordBatch = Mapping[TP, Sequence[Any]]
 #: applies a batch; returns what is left to wait for (its writes), or None
 BatchHandler = Callable[[RecordBatch], Awaitable[Awaitable[None] | None]]
+#: may records of this partition be delivered now?
+BatchReady = Callable[[TP], bool]
 #: batches whose writes may be in flight while the next batch is applied
 MAX_PENDING_WRITES = 1
+#: seconds between two fetches of a held-back partition
+HELD_BACK_PAUSE = 0.05
 
 
 class BatchTopic:
@@ -57,6 +64,7 @@ class BatchConductor(Conductor):
     """Routes the topics marked `batch_delivery` to one batch handler."""
 
     batch_handler: BatchHandler | None = None
+    batch_ready: BatchReady = staticmethod(lambda tp: True)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -84,6 +92,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._in_flight: asyncio.Future[None] | None = None
         #: (writes, batch, generation) in batch order
         self._pending: deque[tuple[asyncio.Future[None], RecordBatch, int]] = deque()
+        #: partitions whose records were held back (logged once each)
+        self._held: set[TP] = set()
 
     @cached_property
     def _conductor(self) -> BatchConductor:
@@ -119,6 +129,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                      batch_topics: set[str]) -> dict[TP, Sequence[Any]]:
         """Batch-topic records to return; others (changelogs) go faust's usual way."""
         batch: dict[TP, Sequence[Any]] = {}
+        held = False
         read_offset = self._read_offset
         for tp, recs in records.items():
             if active is not None and tp not in active and tp not in self._buffered_partitions:
@@ -129,11 +140,22 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if not recs:
                 continue
             if tp.topic in batch_topics:
-                batch[tp] = recs
+                if self._conductor.batch_ready(tp):
+                    batch[tp] = recs
+                    self._held.discard(tp)
+                    continue
+                if tp not in self._held:
+                    self._held.add(tp)
+                    log.info("%s: held back until its tables are read; fetching again "
+                             "from offset %d", tp, recs[0].offset)
+                await self.seek(tp, recs[0].offset)
+                held = True
                 continue
             for record in recs:
                 await self.callback(self._to_message(tp, record))
             read_offset[tp] = recs[-1].offset + 1
+        if held:  # let faust read the changelogs before this partition is fetched again
+            await asyncio.sleep(HELD_BACK_PAUSE)
         return batch
 
     async def _run_batch(self, conductor: BatchConductor, batch: dict[TP, Sequence[Any]]) -> None:
