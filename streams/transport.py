@@ -52,6 +52,8 @@ BatchReady = Callable[[TP], bool]
 MAX_PENDING_WRITES = 1
 #: seconds between two fetches of a held-back partition
 HELD_BACK_PAUSE = 0.05
+#: how long the broker may hold a fetch that finds no new record (faust sets 1,500 ms)
+FETCH_MAX_WAIT_MS = 100
 
 
 class BatchTopic:
@@ -81,6 +83,25 @@ class BatchConductor(Conductor):
         return await self.batch_handler(batch)
 
 
+class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust's consumer thread, with a short fetch wait.
+
+    aiokafka keeps one fetch in flight per broker, for the partitions that have no
+    records buffered. When the busy partitions still had records buffered as the fetch
+    was sent, it asks only for idle ones (profiles, re-keyed events, changelogs), and
+    the broker holds it for the whole wait: faust's 1,500 ms stalled every busy
+    partition that long, several times a minute under live load (batches of 80,000
+    records after 1.5-1.8 s without any; at 44,800 events/s live, p99 latency went
+    from 2.5-3.2 s to 1.7-2.0 s with 100 ms).
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # read by AIOKafkaConsumer.start(), which creates the fetcher
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
+
 class BatchConsumer(faust_aiokafka.Consumer):
     """Drains fetched records in batches; commits what the batch handler finished."""
 
@@ -94,6 +115,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._pending: deque[tuple[asyncio.Future[None], RecordBatch, int]] = deque()
         #: partitions whose records were held back (logged once each)
         self._held: set[TP] = set()
+
+    def _new_consumer_thread(self) -> BatchConsumerThread:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     @cached_property
     def _conductor(self) -> BatchConductor:
