@@ -42,6 +42,8 @@ from streams.windows import HOUR_MS, MINUTE_MS, DecaySchedule, Windows, bucket_f
 KIND_HEADER = "rf-kind"
 ORIGIN_HEADER = "rf-origin"
 PROFILE_KIND = "profile"
+#: accounts whose key and partition are remembered (forgotten all at once when full)
+PLACEMENTS_MAX = 1 << 20
 
 
 class SourceRecord(Protocol):
@@ -156,6 +158,8 @@ class BatchAggregator:
         #: (account, kind, campaign, fixed windows, finest kept bucket) ->
         #: [count, events, a ts, partition] of this batch's events, applied at its end
         self._coalesced: dict[tuple[Any, ...], list[int]] = {}
+        #: account -> (its key, its partition), for accounts seen (see `_place`)
+        self._placements: dict[str, tuple[bytes, int]] = {}
 
     def process(self, records: Mapping[Any, Sequence[SourceRecord]],
                 clock_ms: int) -> BatchResult:
@@ -214,17 +218,18 @@ class BatchAggregator:
         first_ref = runtime.recent.first_ref
         touched = result.accounts
         check_future = self.check_future
-        n_partitions = self.n_partitions
         coalesce = self._coalesce
+        placements, place = self._placements, self._place
         counted, clock = 0, header.clock
         for record in batch:
             offset = record.offset
             fresh = offset > watermark
             key, value = record.key, record.value
             fields = fast_event_fields(kind, value) if value is not None else None
-            if (fields is None or key is None or key != fields[1].encode()
-                    or (check_future and fields[2] > record.timestamp + FUTURE_TOLERANCE_MS)
-                    or default_partition_for(fields[1], n_partitions) != partition):
+            if fields is not None:
+                placed = placements.get(fields[1]) or place(fields[1])
+            if (fields is None or key != placed[0] or placed[1] != partition
+                    or (check_future and fields[2] > record.timestamp + FUTURE_TOLERANCE_MS)):
                 self._event(record, slot, kind, fresh, runtime, result)
                 continue
             event_id, account_id, ts, count, campaign = fields
@@ -245,6 +250,14 @@ class BatchAggregator:
         header.events += counted
         result.counted += counted
         header.clock = max(header.clock, clock)
+
+    def _place(self, account_id: str) -> tuple[bytes, int]:
+        """The key an account's messages carry and the partition it belongs to."""
+        if len(self._placements) >= PLACEMENTS_MAX:
+            self._placements.clear()
+        placed = self._placements[account_id] = (
+            account_id.encode(), default_partition_for(account_id, self.n_partitions))
+        return placed
 
     def _coalesce(self, account_id: str, kind: EventKind, campaign: str | None, ts: int,
                   count: int, partition: int) -> None:

@@ -140,13 +140,21 @@ def strict_json(value: bytes) -> Any:
     return decoded
 
 
-@lru_cache(maxsize=1 << 16)
-def _valid_id(value: str) -> bool:
-    return ID_PATTERN.fullmatch(value) is not None
+#: verdicts on ids seen (a dict lookup is a third of an lru_cache call); cleared when
+#: full, so that hostile ids cannot grow it
+_ID_VERDICTS: dict[str, bool] = {}
+ID_VERDICTS_MAX = 1 << 16
 
 
 def _id(value: Any) -> bool:
-    return type(value) is str and _valid_id(value)
+    if type(value) is not str:
+        return False
+    verdict = _ID_VERDICTS.get(value)
+    if verdict is None:
+        if len(_ID_VERDICTS) >= ID_VERDICTS_MAX:
+            _ID_VERDICTS.clear()
+        verdict = _ID_VERDICTS[value] = ID_PATTERN.fullmatch(value) is not None
+    return verdict
 
 
 def fast_event_fields(kind: EventKind, value: bytes) -> EventFields | None:
