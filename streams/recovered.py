@@ -8,9 +8,10 @@ newer one has already replaced, and a fetch that raced a rebalance can hand over
 records of a partition whose changelog is not read yet (the crash trials lost counts
 that way). So the answer comes from faust's recovery bookkeeping itself, per changelog
 partition: assigned as active in the latest rebalance, with no newer rebalance waiting,
-and read up to the highwater taken when its reading started. Offsets and highwaters of
-revoked changelog partitions are dropped by faust, so a stale answer cannot come from
-an earlier assignment.
+and read up to the highwater taken when its reading started; and no reading in progress
+(records read are applied to the tables in batches, all of them when it ends). Offsets
+and highwaters of revoked changelog partitions are dropped by faust, so a stale answer
+cannot come from an earlier assignment.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ def tables_recovered(recovery: Any, changelog_topics: Iterable[str], partition: 
     `recovery` is faust's `Recovery` service (`app.tables.recovery`).
     """
     if recovery.signal_recovery_start.is_set():  # a newer rebalance waits to be read
+        return False
+    # faust counts a changelog record as read when it takes it, and applies it to its
+    # table later, in batches: only at the end of reading are all of them applied
+    if recovery.in_recovery or any(recovery.buffers.values()):
         return False
     for topic in changelog_topics:
         tp = TP(topic, partition)

@@ -23,6 +23,9 @@ Invariants (tested in tests/integration):
 * Records of a partition the handler is not ready for (its tables not read to the end
   yet, `BatchConductor.batch_ready`) are not delivered: the partition is sought back to
   its first such record and fetched again later.
+* No fetched record is dropped for good: what is not delivered (the flow stopped by a
+  rebalance, a partition paused since the fetch, or held back) is sought back to
+  (`_rewind`), unless something moved its partition since.
 
 Registered as the `rankflow://` broker scheme (entry point `faust.transports`).
 """
@@ -35,6 +38,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
 from faust.transport.conductor import Conductor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, TopicT
@@ -48,7 +52,7 @@ RecordBatch = Mapping[TP, Sequence[Any]]
 BatchHandler = Callable[[RecordBatch], Awaitable[Awaitable[None] | None]]
 #: may records of this partition be delivered now?
 BatchReady = Callable[[TP], bool]
-#: batches whose writes may be in flight while the next batch is applied
+#: batches whose writes may be in flight while the next batch is applied (catching up)
 MAX_PENDING_WRITES = 1
 #: seconds between two fetches of a held-back partition
 HELD_BACK_PAUSE = 0.05
@@ -135,6 +139,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if not records or self.should_stop:
                     continue
                 if not self.flow_active:
+                    await self._rewind(records)
                     await self.perform_seek()
                     continue
                 batch = await self._split(records, active, conductor.batch_topics)
@@ -149,14 +154,48 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 return
             raise
 
+    async def _rewind(self, records: RecordBatch) -> None:
+        """Seek partitions back to fetched records that are dropped, not delivered.
+
+        faust drops what a fetch returns while a rebalance has stopped its flow, or for
+        a partition paused since the fetch, and counts on a later seek: the input
+        topics' seek to their committed offsets, table recovery's seek of its changelog
+        partitions when it starts reading. A partition with no committed offset yet is
+        not sought, and records of a changelog fetched after recovery's seek were
+        dropped before the flow resumed: both were lost (the crash trials caught a
+        worker that never read half its new partitions, and a recovery that waited
+        forever). A partition is sought back only when nothing moved it since the
+        fetch: its position is still just past the dropped records.
+        """
+        dropped = {tp: (recs[0].offset, recs[-1].offset + 1)
+                   for tp, recs in records.items() if recs}
+        if not dropped:
+            return
+        thread = self._thread
+
+        async def rewind() -> None:
+            consumer = thread._ensure_consumer()
+            for tp, (first, after) in dropped.items():
+                try:
+                    position = await consumer.position(tp)
+                except IllegalStateError:  # no longer assigned
+                    continue
+                if position == after:
+                    consumer.seek(tp, first)
+                    self._read_offset[tp] = first
+
+        await thread.call_thread(rewind)
+
     async def _split(self, records: RecordBatch, active: set[TP] | None,
                      batch_topics: set[str]) -> dict[TP, Sequence[Any]]:
         """Batch-topic records to return; others (changelogs) go faust's usual way."""
         batch: dict[TP, Sequence[Any]] = {}
-        held = False
+        held: dict[TP, Sequence[Any]] = {}
         read_offset = self._read_offset
+        paused: dict[TP, Sequence[Any]] = {}
         for tp, recs in records.items():
             if active is not None and tp not in active and tp not in self._buffered_partitions:
+                paused[tp] = recs  # since the fetch
                 continue
             start = read_offset[tp]
             if start is not None and recs and recs[0].offset < start:
@@ -172,12 +211,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     self._held.add(tp)
                     log.info("%s: held back until its tables are read; fetching again "
                              "from offset %d", tp, recs[0].offset)
-                await self.seek(tp, recs[0].offset)
-                held = True
+                held[tp] = recs
                 continue
             for record in recs:
                 await self.callback(self._to_message(tp, record))
             read_offset[tp] = recs[-1].offset + 1
+        if paused or held:
+            await self._rewind({**paused, **held})
         if held:  # let faust read the changelogs before this partition is fetched again
             await asyncio.sleep(HELD_BACK_PAUSE)
         return batch
@@ -195,10 +235,26 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if task.done():
                 self._in_flight = None
         task.result()
-        await self._settle(keep=MAX_PENDING_WRITES)
+        # Catching up, the next batch is applied while this one's writes are in flight;
+        # live (less left to read than this batch held), its writes go first: on one
+        # event loop they would otherwise wait for the next batch's whole apply.
+        await self._settle(keep=MAX_PENDING_WRITES if self._catching_up(batch) else 0)
         if self._commit_every is not None and self._n_processed >= self._commit_every:
             self._n_processed = 0
             await self.commit()
+
+    def _catching_up(self, batch: RecordBatch) -> bool:
+        """More records wait on these partitions than this batch held."""
+        held = left = 0
+        for tp, recs in batch.items():
+            held += len(recs)
+            try:
+                highwater = self.highwater(tp)
+            except Exception:  # not assigned any more, or no fetch response yet
+                continue
+            if highwater is not None:
+                left += max(0, highwater - recs[-1].offset - 1)
+        return left > held
 
     async def _apply(self, conductor: BatchConductor, batch: RecordBatch) -> None:
         """Apply a batch and queue its writes (one step: done means queued)."""
