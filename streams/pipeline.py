@@ -1,12 +1,12 @@
 """The worker's batch handler: aggregate a batch, then send, persist and publish it.
 
-Order per batch, each step awaited before the next:
+Order per batch:
 
 1. aggregate (pure, in memory): every record of the batch, each account once;
-2. send dead letters and re-keyed messages;
+2. send dead letters and re-keyed messages, then
 3. write changed state to the changelogs (one record per changed account, one dedup
    segment per partition carrying its counters and watermarks);
-4. rewrite Redis for what changed (absolute values).
+4. meanwhile, rewrite Redis for what changed (absolute values).
 
 The consumer commits the batch's offsets only after all of this (streams/transport.py).
 A crash anywhere replays the batch; the watermarks in state make the replay send,
@@ -224,10 +224,16 @@ class BatchPipeline:
 
     async def _write(self, outbound: list[Message], changelog: list[Message],
                      update: BoardUpdate, produced_ms: list[int]) -> None:
-        await self._retrying("sending dead letters and re-keyed events",
-                             lambda: self._produce(outbound))
-        await self._retrying("writing the changelog", lambda: self._produce(changelog))
-        await self._write_update(update)
+        async def persist() -> None:
+            # dead letters and re-keyed copies first: the changelog's watermarks say
+            # that they were sent
+            await self._retrying("sending dead letters and re-keyed events",
+                                 lambda: self._produce(outbound))
+            await self._retrying("writing the changelog", lambda: self._produce(changelog))
+
+        # Redis alongside: its values are absolute, so if a crash loses the changelog
+        # the batch is replayed from the committed offsets and rewrites the same values
+        await asyncio.gather(persist(), self._write_update(update))
         self.metrics.observe_latency(produced_ms, int(time.time() * 1000))
 
     def _track_lag(self, batch: RecordBatch) -> None:
