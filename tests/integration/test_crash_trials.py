@@ -37,6 +37,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from streams.ingest import partition_for
 from streams.settings import parse_periods
 from streams.simulate import Message
 from tests.integration.conftest import ARTIFACTS, Deployment
@@ -167,6 +168,16 @@ def restored_partitions(log_path: Path) -> set[int]:
                                        log_path.read_text(errors="replace"))}
 
 
+def _partitions_short(d: Deployment, expected: Expected) -> dict[int, list[int]]:
+    """Partitions whose counted events in Redis differ from the reference: [got, want]."""
+    want: Counter[int] = Counter()
+    for account_id, account in expected.accounts.items():
+        want[partition_for(account_id, PARTITIONS)] += len(account.events)
+    parts = d.redis.hgetall(f"{d.prefix}meta:partitions")
+    got = {p: int(parts.get(f"{p}|events", 0)) for p in range(PARTITIONS)}
+    return {p: [got[p], want[p]] for p in range(PARTITIONS) if got[p] != want[p]}
+
+
 def _ranges(sources) -> dict[str, str]:
     """Source offsets per topic partition, as `first..last (n)`."""
     by_tp: dict[str, list[int]] = {}
@@ -204,6 +215,7 @@ def test_killed_twice_at_random_moments_ends_exact(replay, deploy, trial):
                             log.count("Setting newly assigned partitions"),
                         "partitions_restored_by_the_last_worker":
                             sorted(restored_partitions(last_path)),
+                        "partitions_short": _partitions_short(d, expected),
                         "lost": max(0, expected.counted - int(meta.get("events", 0))),
                         "double_counted": max(0, int(meta.get("events", 0))
                                               - expected.counted),
