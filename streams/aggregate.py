@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from schemas.events import EventKind, Profile
 from streams.campaigns import CampaignTotals
-from streams.dedup import SOURCE_SLOTS, RecentEventIds, Segment, source_ref, unpack_ref
+from streams.dedup import RecentEventIds, Segment, source_ref, unpack_ref
 from streams.ingest import (
     FUTURE_TOLERANCE_MS,
     Rejected,
@@ -218,11 +218,8 @@ class BatchAggregator:
         first_ref = runtime.recent.first_ref
         touched = result.accounts
         check_future = self.check_future
+        coalesce = self._coalesce
         placements, place = self._placements, self._place
-        # `_coalesce`, inlined (a call per event was 5 % of the core): the finest kept
-        # bucket of each event names its group
-        coalesced, fixed_containing = self._coalesced, self.windows.fixed_containing
-        minute_from, hour_from, day_from = self._kept_from
         counted, clock = 0, header.clock
         for record in batch:
             offset = record.offset
@@ -236,7 +233,7 @@ class BatchAggregator:
                 self._event(record, slot, kind, fresh, runtime, result)
                 continue
             event_id, account_id, ts, count, campaign = fields
-            ref = offset * SOURCE_SLOTS + slot  # source_ref(slot, offset)
+            ref = source_ref(slot, offset)
             seen = first_ref(event_id, ref)
             if seen != ref:
                 self._duplicate(record, event_id, seen, fresh, header, result, None)
@@ -249,21 +246,7 @@ class BatchAggregator:
             applied = state.applied
             if offset > applied[slot]:
                 applied[slot] = offset
-                if ts >= minute_from:
-                    bucket = ts // MINUTE_MS * 4
-                elif ts >= hour_from:
-                    bucket = ts // HOUR_MS * 4 + 1
-                elif ts >= day_from:
-                    bucket = ts // DAY_MS * 4 + 2
-                else:
-                    bucket = 3
-                group = (account_id, kind, campaign, fixed_containing(ts), bucket)
-                sums = coalesced.get(group)
-                if sums is None:
-                    coalesced[group] = [count, 1, ts, partition]
-                else:
-                    sums[0] += count
-                    sums[1] += 1
+                coalesce(account_id, kind, campaign, ts, count, partition)
         header.events += counted
         result.counted += counted
         header.clock = max(header.clock, clock)
