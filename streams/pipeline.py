@@ -42,7 +42,7 @@ from streams.scoring import account_view, scoring_config
 from streams.settings import Settings
 from streams.sink import BoardUpdate, RedisBoardWriter, RedisKeys
 from streams.state import AccountState, encode_segment, segment_key
-from streams.transport import BatchConductor, RecordBatch
+from streams.transport import BatchConductor, RecordBatch, left_to_read
 from streams.windows import Windows
 
 log = logging.getLogger(__name__)
@@ -238,15 +238,8 @@ class BatchPipeline:
 
     def _track_lag(self, batch: RecordBatch) -> None:
         """Messages behind the end of each partition, after this batch."""
-        consumer = self.app.consumer
-        for tp, records in batch.items():
-            try:
-                highwater = consumer.highwater(tp)
-            except Exception:  # not known yet (no fetch response for it)
-                continue
-            if highwater is not None:
-                self.metrics.lag[f"{tp.topic}:{tp.partition}"] = max(
-                    0, highwater - records[-1].offset - 1)
+        for tp, left in left_to_read(self.app.consumer, batch).items():
+            self.metrics.lag[f"{tp.topic}:{tp.partition}"] = left
 
     async def _publish_metrics(self, *_: Any) -> None:
         try:

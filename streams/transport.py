@@ -245,16 +245,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     def _catching_up(self, batch: RecordBatch) -> bool:
         """More records wait on these partitions than this batch held."""
-        held = left = 0
-        for tp, recs in batch.items():
-            held += len(recs)
-            try:
-                highwater = self.highwater(tp)
-            except Exception:  # not assigned any more, or no fetch response yet
-                continue
-            if highwater is not None:
-                left += max(0, highwater - recs[-1].offset - 1)
-        return left > held
+        return (sum(left_to_read(self, batch).values())
+                > sum(len(recs) for recs in batch.values()))
 
     async def _apply(self, conductor: BatchConductor, batch: RecordBatch) -> None:
         """Apply a batch and queue its writes (one step: done means queued)."""
@@ -306,6 +298,20 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await asyncio.wait([in_flight])
         await self._settle(keep=0)
         await self.commit_and_end_transactions()
+
+
+def left_to_read(consumer: Any, batch: RecordBatch) -> dict[TP, int]:
+    """Records after the last one of each partition of the batch, as far as the consumer
+    knows (partitions with no highwater yet, or no longer assigned, are left out)."""
+    left: dict[TP, int] = {}
+    for tp, recs in batch.items():
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # not assigned any more, or no fetch response yet
+            continue
+        if highwater is not None:
+            left[tp] = max(0, highwater - recs[-1].offset - 1)
+    return left
 
 
 def _done() -> asyncio.Future[None]:
