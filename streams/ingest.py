@@ -5,10 +5,10 @@ Pure functions: no broker, no clock. The time rule uses the record's own timesta
 
 Every message must first be strict JSON (RFC 8259: no NaN or Infinity, no duplicate
 keys in an object, valid UTF-8, at most `MAX_MESSAGE_BYTES`), then match its pydantic
-model (schemas/events.py). The models are the rules; `fast_event_fields` is a hand-written
-check of the common shape that accepts only what the model accepts, with the same
-values (a property test proves it), and defers everything else to the model, which
-also words every rejection. It costs about a third of the model per event.
+model (schemas/events.py). The models are the rules; `fast_event_fields` checks the
+common shape (msgspec in C, then a few rules by hand) and accepts only what the model
+accepts, with the same values (a property test proves it); it defers everything else
+to the model, which also words every rejection. It costs about a sixth of the model.
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
 from aiokafka.partitioner import murmur2
+from msgspec import UNSET, Meta, UnsetType
 from orjson import JSONDecodeError as _JSONDecodeError
 from orjson import loads as _loads
 from pydantic import ValidationError
@@ -157,38 +160,73 @@ def _id(value: Any) -> bool:
     return verdict
 
 
+def _wire_decoder(kind: EventKind, count: Any) -> Callable[[bytes], Any]:
+    """A msgspec decoder of one kind's events: the model's rules that msgspec states in C.
+
+    Optional fields default to UNSET, so that the fields present are known (see
+    `fast_event_fields`). Unknown fields are skipped unread: the quote count rules
+    them out. The id charset is checked by `_id`, whose verdicts are cached.
+    """
+    wire = msgspec.defstruct(f"Wire{kind.title()}Event", [
+        ("event_id", Annotated[str, Meta(min_length=1, max_length=64)]),
+        ("account_id", str),
+        ("ts", Annotated[int, Meta(ge=0, le=MAX_TS)]),
+        ("count", count | UnsetType, UNSET),
+        ("video_id", Annotated[str, Meta(max_length=64)] | None | UnsetType, UNSET),
+        ("campaign", str | None | UnsetType, UNSET),
+        ("kind", Literal[kind] | None | UnsetType, UNSET),
+    ], frozen=True, gc=False)
+    return msgspec.json.Decoder(wire).decode
+
+
+#: quotes of an optional field, by the type of its decoded value: absent, null, a string
+_QUOTES: dict[type, int] = {UnsetType: 0, type(None): 2, str: 4}
+_SIGNED_COUNT = Annotated[int, Meta(ge=-MAX_COUNT, le=MAX_COUNT)]
+_WIRE_DECODERS: dict[str, Callable[[bytes], Any]] = {
+    "view": _wire_decoder("view", Annotated[int, Meta(ge=1, le=MAX_COUNT)]),
+    "like": _wire_decoder("like", _SIGNED_COUNT),
+    "follow": _wire_decoder("follow", _SIGNED_COUNT),
+    "upload": _wire_decoder("upload", Annotated[int, Meta(ge=1, le=1)]),
+}
+
+
 def fast_event_fields(kind: EventKind, value: bytes) -> EventFields | None:
     """(event_id, account_id, ts, count, campaign) of a message in the usual shape (a flat
-    object, no escapes) that passes every rule; None to defer to `parse_event`.
+    object of the model's fields, no escapes) that passes every rule; None to defer to
+    `parse_event`.
 
-    What the hot loop needs in one call: strict JSON, then the model's rules by hand,
-    with no model built. A property test holds it to the model.
+    msgspec decodes and checks the fields in one C call (strict JSON, types, lengths,
+    ranges, `kind`); the rest is by hand, and a property test holds it to the model.
+    Without escapes, every quote delimits a key or a string value: the quotes add up
+    to those of the fields decoded exactly when no key is unknown or given twice
+    (msgspec keeps the last of two and skips unknown ones unread).
     """
     if len(value) > MAX_MESSAGE_BYTES:
         return None
     try:
-        obj = _loads(value)
-    except _JSONDecodeError:
+        event = _WIRE_DECODERS[kind](value)
+    except (msgspec.DecodeError, ValueError, RecursionError):  # not UTF-8, nested deep
         return None
-    if type(obj) is not dict or not _flat_and_unique(obj, value):
-        return None
-    get = obj.get
-    event_id, account_id, ts = get("event_id"), get("account_id"), get("ts")
-    campaign, video_id = get("campaign"), get("video_id")
-    count = get("count", 1)
-    if not (type(event_id) is str and 1 <= len(event_id) <= 64 and _id(account_id)
-            and type(ts) is int and 0 <= ts <= MAX_TS and type(count) is int
-            and (campaign is None or _id(campaign))
-            and (video_id is None or (type(video_id) is str and len(video_id) <= 64))
-            and get("kind", kind) in (kind, None)):
-        return None
-    if kind == "view":
-        valid = 1 <= count <= MAX_COUNT
-    elif kind == "upload":
-        valid = count == 1
+    count, campaign = event.count, event.campaign
+    # (UNSET, None, a string): 0, 2 or 4 quotes
+    quotes = 10 + _QUOTES[type(event.video_id)] + _QUOTES[type(event.kind)]
+    if count is UNSET:
+        count = 1
     else:
-        valid = count != 0 and -MAX_COUNT <= count <= MAX_COUNT
-    return (event_id, account_id, ts, count, campaign) if valid else None  # type: ignore[return-value]
+        quotes += 2
+    if type(campaign) is str:
+        if not (_ID_VERDICTS.get(campaign) or _id(campaign)):
+            return None
+        quotes += 4
+    elif campaign is None:
+        quotes += 2
+    else:
+        campaign = None
+    account_id = event.account_id
+    if (count == 0 or not (_ID_VERDICTS.get(account_id) or _id(account_id))
+            or b"\\" in value or value.count(b'"') != quotes):
+        return None
+    return event.event_id, account_id, event.ts, count, campaign
 
 
 def model_event(kind: EventKind, value: bytes) -> ValidEvent | Rejected:

@@ -129,3 +129,16 @@ def test_typical_events_take_the_fast_path(kind: str, account: str, ts: int, cou
     fast = fast_event_fields(kind, raw)  # type: ignore[arg-type]
     assert fast == (event_id, account, ts, count, campaign)
     assert model_event(kind, raw) == ValidEvent(*fast)  # type: ignore[arg-type]
+
+
+def test_shapes_the_fast_path_defers_get_the_models_verdict() -> None:
+    """msgspec keeps the last of two equal keys and skips unknown fields unread: the
+    quote count sends both to the model, which rejects the first and accepts the second."""
+    twice = b'{"event_id":"e1","account_id":"a","ts":1,"campaign":"c","campaign":null}'
+    unknown = b'{"event_id":"e1","account_id":"a","ts":1,"x":"\\u00e9","y":[1,{"z":2}]}'
+    not_strict = b'{"event_id":"e1","account_id":"a","ts":1,"x":1e999}'
+    for raw, accepted in ((twice, False), (unknown, True), (not_strict, False)):
+        assert fast_event_fields("view", raw) is None
+        verdict = parse_event("view", None, raw)
+        assert isinstance(verdict, ValidEvent) is accepted, (raw, verdict)
+        assert same_verdict(verdict, reference("view", raw))
