@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -58,6 +59,11 @@ MAX_PENDING_WRITES = 1
 HELD_BACK_PAUSE = 0.05
 #: how long the broker may hold a fetch that finds no new record (faust sets 1,500 ms)
 FETCH_MAX_WAIT_MS = 100
+#: seconds a batch may take before the records buffered meanwhile count as stale
+STALE_AFTER = 0.05
+#: seconds to wait for the fetch that refreshes stale records: one fetch wait, as a
+#: fetch held for idle partitions may be in flight
+REFRESH_WAIT = 0.15
 
 
 class BatchTopic:
@@ -119,6 +125,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._pending: deque[tuple[asyncio.Future[None], RecordBatch, int]] = deque()
         #: partitions whose records were held back (logged once each)
         self._held: set[TP] = set()
+        #: when fetched records were last taken from the buffer
+        self._took = time.monotonic()
 
     def _new_consumer_thread(self) -> BatchConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -135,7 +143,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         fetcher_stopped = fetcher._stopped.is_set
         try:
             while not (self.should_stop or fetcher_stopped()):
-                records, active = await self._wait_next_records(timeout=1.0)
+                records, active = await self._fetch()
                 if not records or self.should_stop:
                     continue
                 if not self.flow_active:
@@ -153,6 +161,40 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if self.transport.app.should_stop:
                 return
             raise
+
+    async def _fetch(self) -> tuple[RecordBatch, set[TP] | None]:
+        """The next fetched records; if they waited in the buffer while the last batch
+        ran long and were all there was, with what has arrived since (`_refreshed`).
+        (Catching up, the buffer holds more than one batch anyway.)"""
+        asked = time.monotonic()
+        fetched, active = await self._wait_next_records(timeout=1.0)
+        records: RecordBatch = fetched or {}
+        buffered = time.monotonic() - asked < STALE_AFTER
+        if (records and buffered and asked - self._took > STALE_AFTER and self.flow_active
+                and not self.should_stop and not any(left_to_read(self, records).values())):
+            records, active = await self._refreshed(records, active)
+        self._took = time.monotonic()
+        return records, active
+
+    async def _refreshed(self, records: RecordBatch,
+                         active: set[TP] | None) -> tuple[RecordBatch, set[TP] | None]:
+        """The records of a long batch's wait, with what has arrived since.
+
+        aiokafka fetches a partition again only once its buffered records are taken, so
+        what was buffered while the last batch ran was fetched as it started, and what
+        arrived after waited for the next fetch: a whole batch of extra latency. Taking
+        the buffer set that fetch off: its records join the stale ones. Two fetches of
+        one consumer generation continue each other; across a rebalance both are
+        sought back (`_rewind`) and nothing is delivered.
+        """
+        generation = self.app.consumer_generation_id
+        fetched, active = await self._wait_next_records(timeout=REFRESH_WAIT)
+        more: RecordBatch = fetched or {}
+        if self.app.consumer_generation_id != generation:
+            await self._rewind(more)
+            await self._rewind(records)
+            return {}, active
+        return _joined(records, more), active
 
     async def _rewind(self, records: RecordBatch) -> None:
         """Seek partitions back to fetched records that are dropped, not delivered.
@@ -298,6 +340,22 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await asyncio.wait([in_flight])
         await self._settle(keep=0)
         await self.commit_and_end_transactions()
+
+
+def _joined(first: RecordBatch, then: RecordBatch) -> dict[TP, Sequence[Any]]:
+    """The records of two fetches, per partition in offset order (of the second, only
+    records past the first's last: a fetch never goes back within a generation)."""
+    joined = dict(first)
+    for tp, recs in then.items():
+        before = joined.get(tp)
+        if not before:
+            joined[tp] = recs
+            continue
+        last = before[-1].offset
+        if recs and recs[0].offset <= last:
+            recs = [r for r in recs if r.offset > last]
+        joined[tp] = [*before, *recs]
+    return joined
 
 
 def left_to_read(consumer: Any, batch: RecordBatch) -> dict[TP, int]:

@@ -16,6 +16,7 @@ from streams.transport import (
     BatchConductor,
     BatchConsumer,
     BatchConsumerThread,
+    _joined,
 )
 
 
@@ -99,3 +100,91 @@ def test_records_dropped_undelivered_are_fetched_again():
     asyncio.run(consumer._rewind(records))
     assert sought == [(source, 10), (kept, 10)]
     assert consumer._read_offset[source] == consumer._read_offset[kept] == 10
+
+
+class FakeFetches:
+    """Stands in for faust's `_wait_next_records`: the given fetches, in turn, each
+    taking `seconds`; `between` runs after the first (a rebalance, say)."""
+
+    def __init__(self, consumer: Any, fetches: list[dict[TP, list[Any]]],
+                 seconds: float = 0.0, between: Any = None) -> None:
+        self.consumer, self.fetches = consumer, fetches
+        self.seconds, self.between = seconds, between
+        self.calls = 0
+
+    async def __call__(self, timeout: float) -> tuple[dict[TP, list[Any]], set[TP]]:
+        if self.calls == 1 and self.between is not None:
+            self.between()
+        fetched = self.fetches[self.calls]
+        self.calls += 1
+        await asyncio.sleep(self.seconds)
+        return fetched, set(fetched)
+
+
+def offsets(start: int, stop: int) -> list[Any]:
+    return [SimpleNamespace(offset=o) for o in range(start, stop)]
+
+
+def refresh_setup(fetches: list[dict[TP, list[Any]]], seconds: float = 0.0,
+                  between: Any = None) -> tuple[Any, FakeFetches, dict[TP, int]]:
+    app = create_app(Settings()).app
+    consumer = app.consumer
+    highwaters: dict[TP, int] = {}
+    consumer.highwater = lambda tp: highwaters.get(tp, 0)
+    fake = FakeFetches(consumer, fetches, seconds, between)
+    consumer._wait_next_records = fake
+    consumer._took -= 1.0  # the last batch ran a second
+    return consumer, fake, highwaters
+
+
+def test_records_that_waited_through_a_long_batch_take_what_arrived_since():
+    """aiokafka fetches a partition again only once its buffer is taken: records buffered
+    while a long batch ran were fetched as it started. A second fetch adds the rest."""
+    source = TP("events.view", 0)
+    other = TP("events.view", 1)
+    consumer, fake, highwaters = refresh_setup(
+        [{source: offsets(10, 13)}, {source: offsets(13, 20), other: offsets(0, 2)}])
+    highwaters[source] = 13  # all there was when the first fetch ran
+    records, active = asyncio.run(consumer._fetch())
+    assert fake.calls == 2
+    assert {tp: [r.offset for r in recs] for tp, recs in records.items()} == {
+        source: list(range(10, 20)), other: [0, 1]}
+    assert active == {source, other}
+
+
+def test_fresh_records_and_a_backlog_are_not_fetched_twice():
+    source = TP("events.view", 0)
+    waited, _, highwaters = refresh_setup([{source: offsets(10, 13)}, {}], seconds=0.1)
+    highwaters[source] = 13
+    asyncio.run(waited._fetch())  # they arrived while the fetch waited: fresh
+    assert waited._wait_next_records.calls == 1
+    behind, _, highwaters = refresh_setup([{source: offsets(10, 13)}, {}])
+    highwaters[source] = 500  # catching up: the buffer holds the next batch anyway
+    asyncio.run(behind._fetch())
+    assert behind._wait_next_records.calls == 1
+
+
+def test_a_rebalance_between_the_two_fetches_rewinds_both_and_delivers_nothing():
+    source = TP("events.view", 0)
+    rewound: list[dict[TP, list[Any]]] = []
+    consumer, _, highwaters = refresh_setup(
+        [{source: offsets(10, 13)}, {source: offsets(0, 5)}],
+        between=lambda: setattr(consumer.app, "consumer_generation_id",
+                                consumer.app.consumer_generation_id + 1))
+    highwaters[source] = 13
+
+    async def rewind(records: dict[TP, list[Any]]) -> None:
+        rewound.append(records)
+
+    consumer._rewind = rewind
+    records, _ = asyncio.run(consumer._fetch())
+    assert records == {}
+    assert [[r.offset for r in batch[source]] for batch in rewound] == [
+        [0, 1, 2, 3, 4], [10, 11, 12]]
+
+
+def test_joined_fetches_never_repeat_a_record():
+    a, b = TP("events.view", 0), TP("events.like", 0)
+    joined = _joined({a: offsets(10, 13)}, {a: offsets(12, 15), b: offsets(7, 8)})
+    assert {tp: [r.offset for r in recs] for tp, recs in joined.items()} == {
+        a: [10, 11, 12, 13, 14], b: [7]}
