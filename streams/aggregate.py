@@ -160,6 +160,8 @@ class BatchAggregator:
         self._coalesced: dict[tuple[Any, ...], list[int]] = {}
         #: account -> (its key, its partition), for accounts seen (see `_place`)
         self._placements: dict[str, tuple[bytes, int]] = {}
+        #: with no named period, every event's fixed windows: just `all`
+        self._all_only = windows.fixed_containing(0) if not windows.periods else None
 
     def process(self, records: Mapping[Any, Sequence[SourceRecord]],
                 clock_ms: int) -> BatchResult:
@@ -221,18 +223,21 @@ class BatchAggregator:
         coalesce = self._coalesce
         placements, place = self._placements, self._place
         counted, clock = 0, header.clock
+        tolerance = FUTURE_TOLERANCE_MS
         for record in batch:
             offset = record.offset
             fresh = offset > watermark
-            key, value = record.key, record.value
+            value = record.value
             fields = fast_event_fields(kind, value) if value is not None else None
-            if fields is not None:
-                placed = placements.get(fields[1]) or place(fields[1])
-            if (fields is None or key != placed[0] or placed[1] != partition
-                    or (check_future and fields[2] > record.timestamp + FUTURE_TOLERANCE_MS)):
+            if fields is None:
                 self._event(record, slot, kind, fresh, runtime, result)
                 continue
             event_id, account_id, ts, count, campaign = fields
+            placed = placements.get(account_id) or place(account_id)
+            if (record.key != placed[0] or placed[1] != partition
+                    or (check_future and ts > record.timestamp + tolerance)):
+                self._event(record, slot, kind, fresh, runtime, result)
+                continue
             ref = source_ref(slot, offset)
             seen = first_ref(event_id, ref)
             if seen != ref:
@@ -274,7 +279,8 @@ class BatchAggregator:
             bucket = ts // DAY_MS * 4 + 2
         else:
             bucket = 3
-        group = (account_id, kind, campaign, self.windows.fixed_containing(ts), bucket)
+        fixed = self._all_only or self.windows.fixed_containing(ts)
+        group = (account_id, kind, campaign, fixed, bucket)
         sums = self._coalesced.get(group)
         if sums is None:
             self._coalesced[group] = [count, 1, ts, partition]
