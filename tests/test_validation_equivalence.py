@@ -132,13 +132,21 @@ def test_typical_events_take_the_fast_path(kind: str, account: str, ts: int, cou
 
 
 def test_shapes_the_fast_path_defers_get_the_models_verdict() -> None:
-    """msgspec keeps the last of two equal keys and skips unknown fields unread: the
-    quote count sends both to the model, which rejects the first and accepts the second."""
+    """msgspec keeps the last of two equal keys and skips unknown fields unread, and an
+    escaped quote adds one: the quote count sends each to the model."""
     twice = b'{"event_id":"e1","account_id":"a","ts":1,"campaign":"c","campaign":null}'
     unknown = b'{"event_id":"e1","account_id":"a","ts":1,"x":"\\u00e9","y":[1,{"z":2}]}'
     not_strict = b'{"event_id":"e1","account_id":"a","ts":1,"x":1e999}'
-    for raw, accepted in ((twice, False), (unknown, True), (not_strict, False)):
+    quoted = b'{"event_id":"e1","account_id":"a","ts":1,"video_id":"say \\"hi\\""}'
+    for raw, accepted in ((twice, False), (unknown, True), (not_strict, False),
+                          (quoted, True)):
         assert fast_event_fields("view", raw) is None
         verdict = parse_event("view", None, raw)
         assert isinstance(verdict, ValidEvent) is accepted, (raw, verdict)
         assert same_verdict(verdict, reference("view", raw))
+
+
+def test_escapes_take_the_fast_path_with_the_models_values() -> None:
+    raw = b'{"event_id":"\\u00e9t\\u00e9\\n","account_id":"a","ts":1,"video_id":"\\ud83d\\ude00"}'
+    assert fast_event_fields("view", raw) == ("\u00e9t\u00e9\n", "a", 1, 1, None)
+    assert model_event("view", raw) == ValidEvent("\u00e9t\u00e9\n", "a", 1, 1, None)
