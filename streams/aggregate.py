@@ -1,7 +1,7 @@
 """Apply a batch of Kafka records to account and partition state: the functional core.
 
-No broker, no Redis: `BatchAggregator.process` takes records (anything with topic,
-partition, offset, timestamp, key, value, headers) and returns what the shell must
+No broker, no Redis: `BatchAggregator.process` takes records by (topic, partition)
+(anything with offset, timestamp, key, value, headers) and returns what the shell must
 send and write. Each account is touched at most once per batch however many events
 it had, which is what makes the worker fast.
 """
@@ -46,7 +46,26 @@ PROFILE_KIND = "profile"
 PLACEMENTS_MAX = 1 << 20
 
 
-class SourceRecord(Protocol):
+class FetchedRecord(Protocol):
+    """A record as the consumer fetched it (aiokafka's own record, or a ConsumerRecord)."""
+
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """A fetched record with the topic and partition it was read from (what the paths
+    other than the hot loop need: dead letters and re-keyed copies name it)."""
+
     topic: str
     partition: int
     offset: int
@@ -54,6 +73,11 @@ class SourceRecord(Protocol):
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
+
+    @classmethod
+    def of(cls, topic: str, partition: int, record: FetchedRecord) -> SourceRecord:
+        return cls(topic, partition, record.offset, record.timestamp, record.key,
+                   record.value, record.headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,16 +187,17 @@ class BatchAggregator:
         #: with no named period, every event's fixed windows: just `all`
         self._all_only = windows.fixed_containing(0) if not windows.periods else None
 
-    def process(self, records: Mapping[Any, Sequence[SourceRecord]],
+    def process(self, records: Mapping[Any, Sequence[FetchedRecord]],
                 clock_ms: int) -> BatchResult:
-        """Apply a batch; `clock_ms` (the clock before it) decides which buckets to keep."""
+        """Apply a batch, records by (topic, partition); `clock_ms` (the clock before it)
+        decides which buckets to keep."""
         self._floors = floors = bucket_floors(clock_ms)
         self._kept_from = ((floors[0] + 1) * MINUTE_MS, (floors[1] + 1) * HOUR_MS,
                            (floors[2] + 1) * DAY_MS)
         result = BatchResult()
-        for batch in records.values():
+        for (topic, partition), batch in records.items():
             if batch:
-                self._process_partition(batch, result)
+                self._process_partition(topic, partition, batch, result)
         self._apply_coalesced()
         return result
 
@@ -187,26 +212,26 @@ class BatchAggregator:
                 runtimes[partition].schedule.add_all(opened, account_id)
         self._coalesced.clear()
 
-    def _process_partition(self, batch: Sequence[SourceRecord], result: BatchResult) -> None:
-        first = batch[0]
-        slot, kind = self._slots[first.topic]
-        partition = first.partition
+    def _process_partition(self, topic: str, partition: int, batch: Sequence[FetchedRecord],
+                           result: BatchResult) -> None:
+        slot, kind = self._slots[topic]
         runtime = self.runtimes[partition]
         header = runtime.header
         watermark = header.watermarks[slot]
         result.partitions.add(partition)
         if kind is not None:
-            self._events(batch, slot, kind, watermark, runtime, result)
+            self._events(topic, batch, slot, kind, watermark, runtime, result)
         else:
-            for record in batch:
+            for fetched in batch:
+                record = SourceRecord.of(topic, partition, fetched)
                 fresh = record.offset > watermark
                 if slot == SLOT_ACCOUNTS:
                     self._profile(record, fresh, runtime, result)
                 else:
-                    self._event(record, slot, kind, fresh, runtime, result)
+                    self._event(record, slot, None, fresh, runtime, result)
         header.watermarks[slot] = max(watermark, batch[-1].offset)
 
-    def _events(self, batch: Sequence[SourceRecord], slot: int, kind: EventKind,
+    def _events(self, topic: str, batch: Sequence[FetchedRecord], slot: int, kind: EventKind,
                 watermark: int, runtime: PartitionRuntime, result: BatchResult) -> None:
         """Records of an event topic: the hot loop, `_event` and `_count` made one.
 
@@ -230,18 +255,21 @@ class BatchAggregator:
             value = record.value
             fields = fast_event_fields(kind, value) if value is not None else None
             if fields is None:
-                self._event(record, slot, kind, fresh, runtime, result)
+                self._event(SourceRecord.of(topic, partition, record), slot, kind, fresh,
+                            runtime, result)
                 continue
             event_id, account_id, ts, count, campaign = fields
             placed = placements.get(account_id) or place(account_id)
             if (record.key != placed[0] or placed[1] != partition
                     or (check_future and ts > record.timestamp + tolerance)):
-                self._event(record, slot, kind, fresh, runtime, result)
+                self._event(SourceRecord.of(topic, partition, record), slot, kind, fresh,
+                            runtime, result)
                 continue
             ref = source_ref(slot, offset)
             seen = first_ref(event_id, ref)
             if seen != ref:
-                self._duplicate(record, event_id, seen, fresh, header, result, None)
+                self._duplicate(SourceRecord.of(topic, partition, record), event_id, seen,
+                                fresh, header, result, None)
                 continue
             state = touched.get(account_id) or self._state(account_id, partition, result)
             if fresh:

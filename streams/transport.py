@@ -39,12 +39,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from aiokafka.errors import IllegalStateError
+from aiokafka.errors import ConsumerStoppedError, IllegalStateError
 from faust.transport.conductor import Conductor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, TopicT
 from mode import Service
 from mode.utils.objects import cached_property
+
+from streams.fetched import take_fetched
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,37 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # read by AIOKafkaConsumer.start(), which creates the fetcher
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
+
+    async def _fetch_records(self, consumer: Any, active_partitions: set[TP] | None,
+                             timeout: float | None = None,
+                             max_records: int | None = None) -> dict[TP, list[Any]]:
+        """faust's fetch, with the batch topics' records taken whole as aiokafka's own
+        record objects (streams/fetched.py); the rest as faust takes them."""
+        if not self.consumer.flow_active:
+            return {}
+        fetcher = consumer._fetcher
+        if consumer._closed or fetcher._closed:
+            raise ConsumerStoppedError()
+        batch_topics = self.consumer._conductor.batch_topics  # type: ignore[attr-defined]
+        partitions = active_partitions or ()
+        deadline = time.monotonic() + (timeout or 0.0)
+        with fetcher._subscriptions.fetch_context():
+            while True:
+                if fetcher._subscriptions.reassignment_in_progress:
+                    await fetcher._subscriptions.wait_for_assignment()
+                taken = take_fetched(fetcher, partitions, batch_topics, max_records)
+                left = None if max_records is None else max_records - sum(map(len, taken.values()))
+                rest = {} if left is not None and left <= 0 else await fetcher.fetched_records(
+                    active_partitions, timeout=0, max_records=left)
+                remaining = deadline - time.monotonic()
+                if taken or rest or remaining <= 0 or fetcher._closed:
+                    return {**rest, **taken}
+                waiter = fetcher._create_fetch_waiter()
+                done, _ = await asyncio.wait([waiter], timeout=remaining)
+                if not done:
+                    waiter.cancel()
+                    return {}
+                waiter.result()  # raises what the fetch met (authorization errors)
 
 
 class BatchConsumer(faust_aiokafka.Consumer):
