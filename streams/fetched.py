@@ -6,7 +6,7 @@ Python frames per record): 2.3 µs per record, where reading the record batch ta
 headers) that aiokafka's records already have. So, for the batch topics, the consumer
 thread takes each partition's fetch result whole, and leaves everything else
 (changelog records, fetch errors, a result already partly read, transactional reads)
-to aiokafka's `Fetcher.fetched_records`.
+to aiokafka's `Fetcher.fetched_records` (`fetched_round`).
 
 This reads aiokafka internals, as faust's own consumer thread does (aiokafka is pinned
 to 0.14.x): `Fetcher._records` (a partition's buffered `FetchResult` or error),
@@ -26,40 +26,69 @@ from aiokafka.errors import CorruptRecordException
 from faust.types import TP
 
 
-def take_fetched(fetcher: Any, partitions: Collection[TP], topics: Collection[str],
-                 max_records: int | None = None) -> dict[TP, list[Any]]:
-    """Take the buffered fetch results of `topics` (among `partitions`, when given)
-    whole; stops once `max_records` are taken (the first result is always whole).
+async def fetched_round(fetcher: Any, partitions: Collection[TP] | None,
+                        topics: Collection[str],
+                        max_records: int | None = None) -> dict[TP, list[Any]]:
+    """What `fetcher.fetched_records(partitions, timeout=0)` returns, with the results of
+    `topics` taken whole (`take_fetched`).
 
-    A result is taken only as `getall` would return it: its partition still assigned,
-    not paused, and not sought since the fetch (else it is left for `fetched_records`
-    to drop). A partition taken is fetched again right away, as after `getall`.
+    aiokafka's own call still drains every other partition (changelogs, and results
+    `take_fetched` leaves, such as fetch errors, which it raises), with its own
+    `max_records`: the batch topics never starve table recovery.
+    """
+    taken, left = take_fetched(fetcher, partitions or (), topics, max_records)
+    others = {tp for tp in (fetcher._records if partitions is None else partitions)
+              if tp.topic not in topics} | left
+    rest = await fetcher.fetched_records(others, timeout=0, max_records=max_records) \
+        if others else {}
+    return {**rest, **taken}
+
+
+def take_fetched(fetcher: Any, partitions: Collection[TP], topics: Collection[str],
+                 max_records: int | None = None) -> tuple[dict[TP, list[Any]], set[TP]]:
+    """Take the buffered fetch results of `topics` (among `partitions`, when given)
+    whole, until `max_records` are taken (the first result is always whole); returns
+    them, and the partitions whose results are left for `fetched_records`.
+
+    A result is given only as `getall` would give it: its partition still assigned,
+    not paused, and not sought since the fetch; else it is dropped, as
+    `fetched_records` drops it. Either way the partition is fetched again right away.
     """
     taken: dict[TP, list[Any]] = {}
+    left: set[TP] = set()
     count = 0
     buffered = fetcher._records
     for tp in list(buffered):
+        if tp.topic not in topics or (partitions and tp not in partitions):
+            continue
         if max_records is not None and count >= max_records:
             break
         result = buffered[tp]
-        if (tp.topic not in topics or (partitions and tp not in partitions)
-                or type(result) is not FetchResult):
+        if type(result) is not FetchResult:  # a fetch error: fetched_records raises it
+            left.add(tp)
             continue
         records = result._partition_records
-        if (records is None or records._isolation_level != READ_UNCOMMITTED
-                or records._records_iterator is None
-                or getgeneratorstate(records._records_iterator) != GEN_CREATED
-                or not result.check_assignment(tp)):
+        if records is not None and not _unread(records):
+            left.add(tp)
             continue
-        unpacked = _unpacked(tp, records)
-        result._update_position()
+        if records is not None and result.check_assignment(tp):
+            unpacked = _unpacked(tp, records)
+            result._update_position()
+            if unpacked:
+                taken[tp] = unpacked
+                count += len(unpacked)
         result._partition_records = None
         del buffered[tp]
         fetcher._notify(fetcher._wait_consume_future)
-        if unpacked:
-            taken[tp] = unpacked
-            count += len(unpacked)
-    return taken
+    return taken, left
+
+
+def _unread(records: Any) -> bool:
+    """A `PartitionRecords` that `_unpacked` reads as `getall` would: not begun, and
+    not a transactional read (aborted transactions are `getall`'s to skip)."""
+    iterator = records._records_iterator
+    return (records._isolation_level == READ_UNCOMMITTED and iterator is not None
+            and getgeneratorstate(iterator) == GEN_CREATED)
 
 
 def _unpacked(tp: TP, records: Any) -> list[Any]:

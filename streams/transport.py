@@ -46,7 +46,7 @@ from faust.types import TP, TopicT
 from mode import Service
 from mode.utils.objects import cached_property
 
-from streams.fetched import take_fetched
+from streams.fetched import fetched_round
 
 log = logging.getLogger(__name__)
 
@@ -124,19 +124,16 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         if consumer._closed or fetcher._closed:
             raise ConsumerStoppedError()
         batch_topics = self.consumer._conductor.batch_topics  # type: ignore[attr-defined]
-        partitions = active_partitions or ()
         deadline = time.monotonic() + (timeout or 0.0)
         with fetcher._subscriptions.fetch_context():
             while True:
                 if fetcher._subscriptions.reassignment_in_progress:
                     await fetcher._subscriptions.wait_for_assignment()
-                taken = take_fetched(fetcher, partitions, batch_topics, max_records)
-                left = None if max_records is None else max_records - sum(map(len, taken.values()))
-                rest = {} if left is not None and left <= 0 else await fetcher.fetched_records(
-                    active_partitions, timeout=0, max_records=left)
+                records = await fetched_round(fetcher, active_partitions, batch_topics,
+                                              max_records)
                 remaining = deadline - time.monotonic()
-                if taken or rest or remaining <= 0 or fetcher._closed:
-                    return {**rest, **taken}
+                if records or remaining <= 0 or fetcher._closed:
+                    return records
                 waiter = fetcher._create_fetch_waiter()
                 done, _ = await asyncio.wait([waiter], timeout=remaining)
                 if not done:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import calc_crc32c
 from faust.types import TP
 
-from streams.fetched import take_fetched
+from streams.fetched import fetched_round, take_fetched
 
 TOPIC = "events.view"
 #: where a v2 record batch keeps its CRC and its attributes (the CRC covers the rest)
@@ -62,14 +63,24 @@ class Assignment:
 
 @dataclass
 class Fetcher:
-    """The parts of aiokafka's Fetcher that `take_fetched` uses."""
+    """The parts of aiokafka's Fetcher that `take_fetched` uses; `fetched_records` as
+    aiokafka's with no wait: every result of the partitions asked for, via getall."""
 
     _records: dict[TP, Any] = field(default_factory=dict)
     _wait_consume_future: object = None
     notified: int = 0
+    asked: list[set[TP]] = field(default_factory=list)
 
     def _notify(self, future: object) -> None:
         self.notified += 1
+
+    async def fetched_records(self, partitions: set[TP], timeout: float = 0,
+                              max_records: int | None = None) -> dict[TP, list[Any]]:
+        self.asked.append(set(partitions))
+        drained = {}
+        for tp in [tp for tp in self._records if tp in partitions]:
+            drained[tp] = self._records.pop(tp).getall(max_records)
+        return drained
 
 
 def fetched(tp: TP, assignment: Assignment, fetch_offset: int, batches: list[bytes],
@@ -88,7 +99,8 @@ def both_ways(batches: list[bytes], fetch_offset: int) -> tuple[Any, ...]:
     stock_state, own_state = PartitionState(fetch_offset), PartitionState(fetch_offset)
     stock = fetched(tp, Assignment({tp: stock_state}), fetch_offset, batches).getall()
     fetcher = Fetcher({tp: fetched(tp, Assignment({tp: own_state}), fetch_offset, batches)})
-    own = take_fetched(fetcher, {tp}, {TOPIC})
+    own, left = take_fetched(fetcher, {tp}, {TOPIC})
+    assert left == set()
     return stock, stock_state, own.get(tp, []), own_state, fetcher
 
 
@@ -110,6 +122,8 @@ def test_a_control_batch_alone_moves_the_position_and_gives_nothing():
 
 
 def test_results_getall_would_not_give_whole_are_left_to_aiokafka():
+    """Paused, or sought since the fetch: dropped, as aiokafka drops them. Transactional
+    reads and results partly read already: left to aiokafka."""
     tps = [TP(TOPIC, p) for p in range(5)] + [TP("app-account-state-changelog", 0)]
     states = {tp: PartitionState(0) for tp in tps}
     assignment = Assignment(states)
@@ -117,19 +131,38 @@ def test_results_getall_would_not_give_whole_are_left_to_aiokafka():
     states[tps[1]].paused = True
     states[tps[2]].position = 2  # sought since the fetch
     results[tps[3]] = fetched(tps[3], assignment, 0, [record_batch(0, 3)], READ_COMMITTED)
-    next(results[tps[4]]._partition_records)  # partly read by getall already
+    results[tps[4]].getall(1)  # partly read by getall already
     fetcher = Fetcher(dict(results))
-    taken = take_fetched(fetcher, set(tps), {TOPIC})
+    taken, left = take_fetched(fetcher, set(tps), {TOPIC})
     assert list(taken) == [tps[0]]
-    assert set(fetcher._records) == set(tps[1:])
-    # the paused and the sought ones are left empty, for fetched_records to drop
-    assert not results[tps[1]].has_more() and not results[tps[2]].has_more()
-    assert results[tps[3]].has_more() and results[tps[4]].has_more()
+    assert left == {tps[3], tps[4]}
+    assert set(fetcher._records) == {tps[3], tps[4], tps[5]}
+    assert fetcher.notified == 3  # each partition taken or dropped is fetched again
 
 
 def test_partitions_not_asked_for_are_left_and_max_records_ends_a_take():
     tps = [TP(TOPIC, p) for p in range(3)]
     assignment = Assignment({tp: PartitionState(0) for tp in tps})
     fetcher = Fetcher({tp: fetched(tp, assignment, 0, [record_batch(0, 4)]) for tp in tps})
-    assert list(take_fetched(fetcher, {tps[1], tps[2]}, {TOPIC}, max_records=2)) == [tps[1]]
+    taken, _ = take_fetched(fetcher, {tps[1], tps[2]}, {TOPIC}, max_records=2)
+    assert list(taken) == [tps[1]]
     assert set(fetcher._records) == {tps[0], tps[2]}
+
+
+def test_a_full_take_does_not_starve_the_changelogs():
+    """The scaling run hung once: batch topics filled every take's `max_records`, so
+    aiokafka's call that drains the changelogs never ran, and recovery never ended."""
+    sources = [TP(TOPIC, p) for p in range(3)]
+    changelog = TP("app-account-state-changelog", 0)
+    assignment = Assignment({tp: PartitionState(0) for tp in [*sources, changelog]})
+    fetcher = Fetcher({tp: fetched(tp, assignment, 0, [record_batch(0, 4)])
+                       for tp in [*sources, changelog]})
+    partly_read = sources[0]
+    fetcher._records[partly_read].getall(1)
+    records = asyncio.run(fetched_round(fetcher, {*sources, changelog}, {TOPIC},
+                                        max_records=4))
+    assert set(records) == {partly_read, sources[1], changelog}
+    assert fetcher.asked == [{changelog, partly_read}]
+    assert [r.offset for r in records[changelog]] == [0, 1, 2, 3]
+    assert [r.offset for r in records[partly_read]] == [1, 2, 3]
+    assert set(fetcher._records) == {sources[2]}  # for the next round
