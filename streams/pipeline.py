@@ -232,8 +232,10 @@ class BatchPipeline:
             await self._retrying("writing the changelog", lambda: self._produce(changelog))
 
         # Redis alongside: its values are absolute, so if a crash loses the changelog
-        # the batch is replayed from the committed offsets and rewrites the same values
-        await asyncio.gather(persist(), self._write_update(update))
+        # the batch is replayed from the committed offsets and rewrites the same values.
+        # Redis first: its request leaves before the changelog's sends take the loop,
+        # and Redis applies it meanwhile on its own core.
+        await asyncio.gather(self._write_update(update), persist())
         self.metrics.observe_latency(produced_ms, int(time.time() * 1000))
 
     def _track_lag(self, batch: RecordBatch) -> None:
