@@ -61,10 +61,8 @@ class RecentEventIds:
     def first_ref(self, event_id: str, ref: int) -> int:
         """Where this id was first seen; a new id is remembered as seen at `ref`."""
         seen = self._refs.get(event_id)
-        if seen is None:  # `add`, inline: this runs for every event
-            self._refs[event_id] = ref
-            self._pending.append((event_id, ref))
-            self._total += 1
+        if seen is None:
+            self.add(event_id, ref)
             return ref
         return seen
 

@@ -216,7 +216,7 @@ def fast_event_fields(kind: EventKind, value: bytes) -> EventFields | None:
     else:
         quotes += 2
     if type(campaign) is str:
-        if not (_ID_VERDICTS.get(campaign) or _id(campaign)):
+        if not _id(campaign):
             return None
         quotes += 4
     elif campaign is None:
@@ -224,8 +224,7 @@ def fast_event_fields(kind: EventKind, value: bytes) -> EventFields | None:
     else:
         campaign = None
     account_id = event.account_id
-    if (count == 0 or not (_ID_VERDICTS.get(account_id) or _id(account_id))
-            or value.count(b'"') != quotes):
+    if count == 0 or not _id(account_id) or value.count(b'"') != quotes:
         return None
     return event.event_id, account_id, event.ts, count, campaign
 
