@@ -36,8 +36,8 @@ import httpx
 import orjson
 import redis
 
-from streams.settings import load_settings
-from streams.windows import Windows
+from streams.core.windows import Windows
+from streams.ops.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
 
@@ -159,7 +159,7 @@ def main() -> int:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "RANKFLOW_PREFIX": prefix, "RANKFLOW_API_PORT": str(port)}
-    api = subprocess.Popen([sys.executable, "-m", "streams.cli", "api"], env=env)
+    api = subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "api"], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):

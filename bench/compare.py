@@ -43,13 +43,14 @@ from naive import run_naive
 from replay import delete_keys, run_worker, stop
 from tqdm import tqdm
 
-from streams.connections import kafka_client_options, redis_client
-from streams.ingest import partition_for
-from streams.rebuild import changelog, read_latest
-from streams.settings import Settings, load_settings
-from streams.simulate import SimulatedPlatform, produce
-from streams.topics import ACCOUNT_TABLE, Topics, create_topics
-from streams.topics import delete_topics as delete_deployment_topics
+from streams.core.ingest import partition_for
+from streams.core.topics import ACCOUNT_TABLE, Topics
+from streams.dev.simulate import SimulatedPlatform, produce
+from streams.kafka.admin import create_topics
+from streams.kafka.admin import delete_topics as delete_deployment_topics
+from streams.ops.connections import kafka_client_options, redis_client
+from streams.ops.rebuild import changelog, read_latest
+from streams.ops.settings import Settings, load_settings
 
 HERE = Path(__file__).resolve().parent
 PROBE = "bench-probe"
@@ -201,7 +202,7 @@ def latency_run(settings: Settings, rate: float, seconds: float, accounts: int,
     probe = ProbeTimer(client, f"{app_id}:acct:{PROBE}")
     log = HERE / f"{app_id}-worker.log"
     with log.open("wb") as out:
-        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+        worker = subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "worker"], env=env,
                                   stdout=out, stderr=subprocess.STDOUT)
         try:
             # warm up: the worker has joined its group once a first event shows in Redis

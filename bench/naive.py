@@ -36,10 +36,11 @@ from pydantic import ValidationError
 from replay import cpu_seconds, delete_keys, peak_rss_mb, stop
 
 from schemas.events import EVENT_KINDS, EVENT_MODELS, ID_PATTERN, EventBase, EventKind, Profile
-from streams.ingest import dead_letter
-from streams.scoring import influence_index, scoring_config
-from streams.settings import Settings, load_settings
-from streams.topics import Topics, create_topics, delete_topics
+from streams.core.ingest import dead_letter
+from streams.core.scoring import influence_index, scoring_config
+from streams.core.topics import Topics
+from streams.kafka.admin import create_topics, delete_topics
+from streams.ops.settings import Settings, load_settings
 
 HERE = Path(__file__).resolve().parent
 FUTURE_TOLERANCE_MS = 5 * 60_000
@@ -329,7 +330,7 @@ def bench(argv: list[str]) -> int:
     """Preload a simulated replay and time one naive cold start on it (a manual check)."""
     from itertools import chain
 
-    from streams.simulate import SimulatedPlatform, produce
+    from streams.dev.simulate import SimulatedPlatform, produce
 
     parser = argparse.ArgumentParser(prog="bench/naive.py bench")
     parser.add_argument("--events", type=int, default=20_000)

@@ -19,7 +19,7 @@ growing. Then
   is taken (detection, up to 1 s, included), next to what the worker logs
   ("Redis rewritten from state: N accounts in X s");
 * loss 2, on demand: the worker is stopped, the keys deleted again, and
-  `python -m streams.cli rebuild --quiet` is timed (wall, process start included).
+  `python -m streams.ops.cli rebuild --quiet` is timed (wall, process start included).
 
 After each, the layout is checked: meta counters, account hashes, the same board keys
 as before, and `lb:all:all` (which does not decay) identical. Prints a table, writes
@@ -48,10 +48,10 @@ import redis
 from compare import delete_topics, fresh_env
 from replay import delete_keys, stop
 
-from streams.connections import kafka_client_options, redis_client
-from streams.settings import load_settings
-from streams.simulate import Message, SimulatedPlatform, produce
-from streams.topics import Topics
+from streams.core.topics import Topics
+from streams.dev.simulate import Message, SimulatedPlatform, produce
+from streams.ops.connections import kafka_client_options, redis_client
+from streams.ops.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -191,7 +191,7 @@ def main() -> int:
               f"(the others stand on the boards by their profile)")
 
         with logfile.open("wb") as out:
-            worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
+            worker = subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "worker"],
                                       env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         load_s, accounts = wait_loaded(client, prefix, args.events, worker, args.timeout)
         results["accounts"] = accounts
@@ -228,7 +228,7 @@ def main() -> int:
         stop(worker)
         delete_keys(client, prefix)
         started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "streams.cli", "rebuild", "--quiet"],
+        done = subprocess.run([sys.executable, "-m", "streams.ops.cli", "rebuild", "--quiet"],
                               env=env, cwd=ROOT, capture_output=True, text=True, check=False)
         results["seconds_rebuild_command"] = round(time.monotonic() - started, 2)
         if done.returncode:

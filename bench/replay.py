@@ -27,9 +27,10 @@ from pathlib import Path
 
 import redis
 
-from streams.settings import load_settings
-from streams.simulate import SimulatedPlatform, produce
-from streams.topics import Topics, create_topics, delete_topics
+from streams.core.topics import Topics
+from streams.dev.simulate import SimulatedPlatform, produce
+from streams.kafka.admin import create_topics, delete_topics
+from streams.ops.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
 
@@ -74,7 +75,7 @@ def run_worker(env: dict[str, str], expected: int, prefix: str,
     started = time.monotonic()
     with log.open("wb") as out:
         # run from the code folder: `-m` puts the working directory first on sys.path
-        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+        worker = subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "worker"], env=env,
                                   cwd=env.get("PYTHONPATH"), stdout=out,
                                   stderr=subprocess.STDOUT)
         done, first_seen = 0, None

@@ -29,10 +29,11 @@ import redis
 from compare import fresh_env
 from replay import delete_keys, peak_rss_mb, stop
 
-from streams.connections import kafka_client_options, redis_client
-from streams.settings import load_settings
-from streams.simulate import SimulatedPlatform, produce
-from streams.topics import Topics, create_topics, delete_topics
+from streams.core.topics import Topics
+from streams.dev.simulate import SimulatedPlatform, produce
+from streams.kafka.admin import create_topics, delete_topics
+from streams.ops.connections import kafka_client_options, redis_client
+from streams.ops.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
 PERIOD = "bench"
@@ -43,7 +44,7 @@ def run_workers(n: int, env: dict[str, str], expected: int, prefix: str,
     """Cold-start `n` workers in one group until `expected` messages are counted."""
     logs = [HERE / f"{env['RANKFLOW_APP_ID']}-worker{i}.log" for i in range(n)]
     started = time.monotonic()
-    workers = [subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+    workers = [subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "worker"], env=env,
                                 cwd=str(HERE.parent), stdout=log.open("wb"),
                                 stderr=subprocess.STDOUT) for log in logs]
     try:

@@ -42,10 +42,10 @@ from replay import cpu_seconds, delete_keys, peak_rss_mb, stop
 from tqdm import tqdm
 
 from schemas.events import EVENT_KINDS
-from streams.connections import kafka_client_options, redis_client
-from streams.settings import Settings, load_settings
-from streams.simulate import SimulatedPlatform, produce
-from streams.topics import Topics
+from streams.core.topics import Topics
+from streams.dev.simulate import SimulatedPlatform, produce
+from streams.ops.connections import kafka_client_options, redis_client
+from streams.ops.settings import Settings, load_settings
 
 HERE = Path(__file__).resolve().parent
 SAMPLE_EVERY_S = 10.0
@@ -124,7 +124,7 @@ class Sampler:
 
 def start_worker(env: dict[str, str], logfile: Path) -> subprocess.Popen[bytes]:
     with logfile.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+        return subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "worker"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
 
 

@@ -23,13 +23,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from streams.aggregate import BatchAggregator, PartitionRuntime, new_runtime
-from streams.dedup import RecentEventIds
-from streams.ingest import partition_for
-from streams.simulate import SimulatedPlatform
-from streams.state import AccountState
-from streams.topics import Topics
-from streams.windows import RECORD, Windows
+from streams.core.aggregate import BatchAggregator, PartitionRuntime, new_runtime
+from streams.core.dedup import RecentEventIds
+from streams.core.ingest import partition_for
+from streams.core.state import AccountState
+from streams.core.topics import Topics
+from streams.core.windows import RECORD, Windows
+from streams.dev.simulate import SimulatedPlatform
 
 HERE = Path(__file__).resolve().parent
 DAY = 86_400_000

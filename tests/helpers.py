@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from streams.aggregate import BatchAggregator, PartitionRuntime, new_runtime
-from streams.dedup import RecentEventIds
-from streams.ingest import partition_for
-from streams.settings import parse_periods
-from streams.state import AccountState
-from streams.topics import Topics
-from streams.windows import Windows
+from streams.core.aggregate import BatchAggregator, PartitionRuntime, new_runtime
+from streams.core.dedup import RecentEventIds
+from streams.core.ingest import partition_for
+from streams.core.periods import parse_periods
+from streams.core.state import AccountState
+from streams.core.topics import Topics
+from streams.core.windows import Windows
 
 TOPICS = Topics()
 NOW = 1_700_000_000_000

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from schemas.events import EVENT_MODELS, EventBase, Profile
-from streams.scoring import influence_index
-from streams.settings import Period
+from streams.core.periods import Period
+from streams.core.scoring import influence_index
 
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 DAYS = {"1h": 1 / 24, "24h": 1.0, "7d": 7.0, "30d": 30.0, "all": 365.0}

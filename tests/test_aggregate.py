@@ -2,12 +2,12 @@
 
 import orjson
 
-from streams.aggregate import KIND_HEADER, restore_runtime
-from streams.campaigns import CampaignTotals
-from streams.dedup import RecentEventIds
-from streams.ingest import partition_for
-from streams.scoring import account_view
-from streams.state import AccountState, decode_segment, encode_segment
+from streams.core.aggregate import KIND_HEADER, restore_runtime
+from streams.core.campaigns import CampaignTotals
+from streams.core.dedup import RecentEventIds
+from streams.core.ingest import partition_for
+from streams.core.scoring import account_view
+from streams.core.state import AccountState, decode_segment, encode_segment
 from tests.helpers import NOW, TOPICS, Core, Log
 
 

@@ -9,15 +9,15 @@ from typing import Any
 from aiokafka.errors import IllegalStateError
 from faust.types import TP
 
-from streams.app import create_app
-from streams.settings import Settings
-from streams.transport import (
+from streams.kafka.app import create_app
+from streams.kafka.transport import (
     FETCH_MAX_WAIT_MS,
     BatchConductor,
     BatchConsumer,
     BatchConsumerThread,
     _joined,
 )
+from streams.ops.settings import Settings
 
 
 def test_the_app_uses_the_batch_transport():

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from streams.settings import Settings
+from streams.ops.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """Recent event ids: kept by count and by age, sealed into segments, restorable."""
 
-from streams.dedup import RecentEventIds, source_ref, unpack_ref
+from streams.core.dedup import RecentEventIds, source_ref, unpack_ref
 
 
 def test_refs_pack_and_unpack():

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.devstack import DevStack, DevStackError
-from streams.settings import Settings
+from streams.dev.devstack import DevStack, DevStackError
+from streams.ops.settings import Settings
 
 
 def stack(tmp_path: Path) -> DevStack:

@@ -18,7 +18,7 @@ from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import calc_crc32c
 from faust.types import TP
 
-from streams.fetched import fetched_round, take_fetched
+from streams.kafka.fetched import fetched_round, take_fetched
 
 TOPIC = "events.view"
 #: where a v2 record batch keeps its CRC and its attributes (the CRC covers the rest)

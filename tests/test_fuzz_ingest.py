@@ -40,13 +40,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.events import DeadLetter
-from streams.aggregate import KIND_HEADER, ORIGIN_HEADER, BatchAggregator, new_runtime
-from streams.dedup import RecentEventIds
-from streams.ingest import Rejected, model_event, parse_event, parse_profile
-from streams.sink import RedisKeys
-from streams.state import AccountProfile, AccountState
-from streams.topics import Topics
-from streams.windows import Windows
+from streams.core.aggregate import KIND_HEADER, ORIGIN_HEADER, BatchAggregator, new_runtime
+from streams.core.dedup import RecentEventIds
+from streams.core.ingest import Rejected, model_event, parse_event, parse_profile
+from streams.core.state import AccountProfile, AccountState
+from streams.core.topics import Topics
+from streams.core.windows import Windows
+from streams.sink.writer import RedisKeys
 
 ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "fuzz.json"
 NOW = 1_700_000_000_000

@@ -5,7 +5,7 @@ import base64
 import orjson
 
 from schemas.events import Profile
-from streams.ingest import (
+from streams.core.ingest import (
     Rejected,
     Tombstone,
     ValidEvent,

@@ -9,10 +9,11 @@ from typing import Any
 
 from faust.types import TP
 
-from streams.app import create_app
-from streams.recovered import tables_recovered
-from streams.settings import Settings
-from streams.topics import Topics
+from streams.core.topics import Topics
+from streams.kafka.admin import declarations
+from streams.kafka.app import create_app
+from streams.kafka.recovered import tables_recovered
+from streams.ops.settings import Settings
 
 TOPICS = ["app-account-state-changelog", "app-partition-state-changelog"]
 
@@ -102,7 +103,7 @@ def test_the_changelogs_are_declared_with_the_topics_under_fausts_names():
     out of it, and its table is never read (a worker then holds its partitions back)."""
     settings = Settings(app_id="trial", topic_prefix="p.")
     wiring = create_app(settings)
-    declared = {t.name: t for t in Topics("p.", "trial").declarations(8)}
+    declared = {t.name: t for t in declarations(Topics("p.", "trial"), 8)}
     for table in (wiring.accounts, wiring.partitions):
         name = table.changelog_topic.get_topic_name()
         assert declared[name].num_partitions == 8

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from streams.scoring import ScoringConfig, dimension_score, influence_index
+from streams.core.scoring import ScoringConfig, dimension_score, influence_index
 
 
 def test_nothing_scores_zero():

@@ -6,13 +6,13 @@ import ssl
 import faust
 import pytest
 
-from streams.connections import (
+from streams.ops.connections import (
     faust_credentials,
     kafka_client_options,
     redis_client,
     redis_options,
 )
-from streams.settings import Settings, SettingsError, load_settings, redacted_url
+from streams.ops.settings import Settings, SettingsError, load_settings, redacted_url
 
 REDIS_PW = "r3dis-Pw-7f1c"
 KAFKA_PW = "k4fka-Pw-92ab"
@@ -59,7 +59,7 @@ def test_secrets_appear_in_no_log_and_no_repr(clean_env, caplog):
     assert kafka_client_options(settings)["sasl_plain_password"] == KAFKA_PW
     assert redis_client(settings).connection_pool.connection_kwargs["password"] == REDIS_PW
     # ... and nothing printable shows them
-    from streams.app import create_app
+    from streams.kafka.app import create_app
 
     wiring = create_app(settings)
     credentials = wiring.app.conf.broker_credentials
@@ -164,7 +164,7 @@ def test_cors_origins_list(clean_env):
 
 
 def test_log_records_are_redacted(caplog):
-    from streams.cli import redact_logs
+    from streams.ops.cli import redact_logs
 
     previous = logging.getLogRecordFactory()
     try:

@@ -2,7 +2,8 @@
 
 import pytest
 
-from streams.settings import Settings, SettingsError, load_settings, parse_periods
+from streams.core.periods import parse_periods
+from streams.ops.settings import Settings, SettingsError, load_settings
 
 
 def test_defaults(monkeypatch, tmp_path):
@@ -36,7 +37,7 @@ def test_periods_parse():
 
 
 def test_scoring_defaults_and_overrides(monkeypatch):
-    from streams.scoring import DEFAULT_SCORING, scoring_config
+    from streams.core.scoring import DEFAULT_SCORING, scoring_config
 
     assert scoring_config(Settings()) == DEFAULT_SCORING
     monkeypatch.setenv("RANKFLOW_WEIGHT_VIEWS", "0.5")

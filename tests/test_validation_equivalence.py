@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from schemas.events import EVENT_KINDS, MAX_COUNT, MAX_TS
-from streams.ingest import (
+from streams.core.ingest import (
     Rejected,
     ValidEvent,
     fast_event_fields,

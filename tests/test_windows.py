@@ -3,8 +3,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.settings import parse_periods
-from streams.windows import ROLLING, DecaySchedule, WindowedCounts, Windows, bucket_floors
+from streams.core.periods import parse_periods
+from streams.core.windows import ROLLING, DecaySchedule, WindowedCounts, Windows, bucket_floors
 from tests.reference import in_window
 
 T0 = 1_700_000_000_000

@@ -50,10 +50,10 @@ from streams.api.models import (
     Leaderboard,
 )
 from streams.api.reader import BoardReader
-from streams.connections import redis_client
-from streams.settings import Settings
-from streams.sink import RedisKeys
-from streams.windows import Windows
+from streams.core.windows import Windows
+from streams.ops.connections import redis_client
+from streams.ops.settings import Settings
+from streams.sink.writer import RedisKeys
 
 log = logging.getLogger(__name__)
 ERRORS: dict[int | str, dict[str, Any]] = {

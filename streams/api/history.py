@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from streams.api.tasks import BackgroundTask
-from streams.sink import RedisKeys
-from streams.windows import Windows
+from streams.core.windows import Windows
+from streams.sink.writer import RedisKeys
 
 log = logging.getLogger(__name__)
 

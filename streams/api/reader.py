@@ -20,8 +20,8 @@ from streams.api.models import (
     Leaderboard,
     WindowMetrics,
 )
-from streams.sink import RedisKeys
-from streams.windows import Windows
+from streams.core.windows import Windows
+from streams.sink.writer import RedisKeys
 
 # KEYS[1]: the board. ARGV: account key prefix, window, offset, limit.
 # Returns [total, rank of the first entry, then per entry: member, score, name, category,

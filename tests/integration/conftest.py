@@ -17,10 +17,11 @@ import pytest
 import redis
 from aiokafka.errors import KafkaError
 
-from streams.connections import kafka_client_options
-from streams.devstack import DevStack
-from streams.settings import Settings, load_settings
-from streams.topics import Topics, create_topics, delete_topics
+from streams.core.topics import Topics
+from streams.dev.devstack import DevStack
+from streams.kafka.admin import create_topics, delete_topics
+from streams.ops.connections import kafka_client_options
+from streams.ops.settings import Settings, load_settings
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
@@ -58,7 +59,7 @@ class Deployment:
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         log = (ARTIFACTS / f"{self.name}-worker{len(self.workers)}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=self.env,
+        proc = subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "worker"], env=self.env,
                                 stdout=log, stderr=subprocess.STDOUT)
         self.workers.append(proc)
         return proc
@@ -73,7 +74,7 @@ class Deployment:
                 proc.wait()
 
     def produce(self, messages: Iterable, rate: float | None = None) -> int:
-        from streams.simulate import produce
+        from streams.dev.simulate import produce
 
         listed = list(messages)
         return asyncio.run(produce(self.settings.bootstrap_servers, self.topics, iter(listed),

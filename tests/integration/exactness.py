@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.simulate import CAMPAIGNS, SimulatedPlatform
+from streams.dev.simulate import CAMPAIGNS, SimulatedPlatform
 from tests.reference import Expected
 
 START = 1_525_000_000_000  # 2018-04-29

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from streams.api.app import create_api
 from streams.api.reader import competition_ranks
-from streams.settings import Settings
+from streams.ops.settings import Settings
 
 SCORES = {"a": 10.0, "b": 10.0, "c": 8.0, "d": 5.0, "e": 5.0, "f": 5.0, "g": 1.0}
 
@@ -149,7 +149,7 @@ def test_competition_ranks_function():
 def test_rankflow_api_command_serves_http(stack):
     port = 18080 + os.getpid() % 1000
     env = {**os.environ, "RANKFLOW_API_PORT": str(port), "RANKFLOW_PREFIX": "apicmd:"}
-    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "api"], env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "api"], env=env)
     try:
         deadline = time.monotonic() + 20
         while True:

@@ -37,9 +37,9 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streams.ingest import partition_for
-from streams.settings import parse_periods
-from streams.simulate import Message
+from streams.core.ingest import partition_for
+from streams.core.periods import parse_periods
+from streams.dev.simulate import Message
 from tests.integration.conftest import ARTIFACTS, Deployment
 from tests.integration.exactness import (
     PERIODS,

@@ -7,7 +7,7 @@ import time
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from streams.simulate import Message
+from streams.dev.simulate import Message
 
 NOW = int(time.time() * 1000)
 

@@ -5,8 +5,8 @@ import time
 
 import orjson
 
-from streams.scoring import influence_index
-from streams.simulate import Message
+from streams.core.scoring import influence_index
+from streams.dev.simulate import Message
 from tests.integration.conftest import ARTIFACTS
 
 MINUTE = 60_000

@@ -3,8 +3,8 @@
 import orjson
 import pytest
 
-from streams.settings import parse_periods
-from streams.simulate import CAMPAIGNS, CATEGORIES, Message, SimulatedPlatform
+from streams.core.periods import parse_periods
+from streams.dev.simulate import CAMPAIGNS, CATEGORIES, Message, SimulatedPlatform
 from tests.reference import expected_state
 
 START = 1_525_000_000_000  # 2018-04-29

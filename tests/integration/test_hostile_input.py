@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.ingest import MAX_MESSAGE_BYTES
+from streams.core.ingest import MAX_MESSAGE_BYTES
 
 NOW = int(time.time() * 1000)
 KINDS = ("view", "like", "follow", "upload")

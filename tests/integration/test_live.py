@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from streams.simulate import Message
+from streams.dev.simulate import Message
 from tests.integration.conftest import ARTIFACTS
 
 NOW = int(time.time() * 1000)
@@ -45,7 +45,7 @@ def live(deploy):
     d.wait_for(lambda: d.redis.zcard(f"{d.prefix}lb:24h:all") == 8, 60, "8 accounts listed")
     port = free_port()
     log = (ARTIFACTS / f"{d.name}-api.log").open("wb")
-    api = subprocess.Popen([sys.executable, "-m", "streams.cli", "api"],
+    api = subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "api"],
                            env={**d.env, "RANKFLOW_API_PORT": str(port),
                                 "RANKFLOW_API_HISTORY_INTERVAL": "1"}, stdout=log,
                            stderr=subprocess.STDOUT)

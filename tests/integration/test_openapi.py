@@ -7,7 +7,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from streams.api.app import create_api
-from streams.settings import load_settings
+from streams.ops.settings import load_settings
 
 PREFIX = f"oas{uuid.uuid4().hex[:8]}:"
 _settings = load_settings().model_copy(update={"prefix": PREFIX})

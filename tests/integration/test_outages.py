@@ -31,10 +31,11 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from streams.devstack import DevStack
-from streams.ingest import partition_for
-from streams.settings import Settings, parse_periods
-from streams.simulate import Message
+from streams.core.ingest import partition_for
+from streams.core.periods import parse_periods
+from streams.dev.devstack import DevStack
+from streams.dev.simulate import Message
+from streams.ops.settings import Settings
 from tests.integration.conftest import ARTIFACTS, Deployment
 from tests.integration.exactness import (
     PERIODS,

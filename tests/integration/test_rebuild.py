@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from streams.settings import parse_periods
+from streams.core.periods import parse_periods
 from tests.integration.test_event_clock import PERIODS, scenario
 from tests.reference import expected_state
 
@@ -40,7 +40,7 @@ def test_rebuild_after_redis_lost_everything_gives_the_same_layout(deploy):
     before = layout(d.redis, d.prefix)
     assert len(before) > 100
     d.redis.delete(*d.redis.keys(f"{d.prefix}*"))
-    done = subprocess.run([sys.executable, "-m", "streams.cli", "rebuild", "--quiet"],
+    done = subprocess.run([sys.executable, "-m", "streams.ops.cli", "rebuild", "--quiet"],
                           env=d.env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "rebuilt" in done.stdout

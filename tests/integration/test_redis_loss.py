@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from streams.settings import parse_periods
+from streams.core.periods import parse_periods
 from tests.integration.conftest import ARTIFACTS
 from tests.integration.test_event_clock import PERIODS, assert_matches_reference, scenario
 from tests.integration.test_rebuild import layout

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from streams.settings import parse_periods
-from streams.simulate import SimulatedPlatform
+from streams.core.periods import parse_periods
+from streams.dev.simulate import SimulatedPlatform
 from tests.reference import expected_state
 
 PERIODS = "recent=2020-01-01/2100-01-01"

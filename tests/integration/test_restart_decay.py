@@ -16,8 +16,8 @@ Both pass since partitions are restored when recovery completes (c2cdd3c).
 import orjson
 import pytest
 
-from streams.ingest import partition_for
-from streams.simulate import Message
+from streams.core.ingest import partition_for
+from streams.dev.simulate import Message
 
 START = 1_525_000_000_000
 HOUR = 3_600_000

@@ -4,10 +4,10 @@ import time
 
 import orjson
 
-from streams.scoring import influence_index
-from streams.settings import parse_periods
-from streams.simulate import Message
-from streams.windows import Windows
+from streams.core.periods import parse_periods
+from streams.core.scoring import influence_index
+from streams.core.windows import Windows
+from streams.dev.simulate import Message
 
 NOW = int(time.time() * 1000)
 IN_2018 = 1_525_000_000_000  # 2018-04-29, inside 2018q1q3

@@ -29,11 +29,12 @@ from fastapi.testclient import TestClient
 
 from streams.api.app import create_api
 from streams.api.guard import MAX_BODY_BYTES, MAX_TARGET_BYTES
-from streams.connections import kafka_client_options, redis_client
-from streams.devstack import LOG4J1_PROPERTIES, LOG4J2_PROPERTIES, DevStack
-from streams.settings import Settings
-from streams.simulate import Message, produce
-from streams.topics import Topics, create_topics
+from streams.core.topics import Topics
+from streams.dev.devstack import LOG4J1_PROPERTIES, LOG4J2_PROPERTIES, DevStack
+from streams.dev.simulate import Message, produce
+from streams.kafka.admin import create_topics
+from streams.ops.connections import kafka_client_options, redis_client
+from streams.ops.settings import Settings
 from tests.integration.conftest import ARTIFACTS
 
 REDIS_PW = f"redis-pw-{uuid.uuid4().hex[:12]}"
@@ -213,7 +214,7 @@ def test_api_reads_a_password_protected_redis_through_the_password_setting(secur
            "RANKFLOW_REDIS": f"redis://127.0.0.1:{secured_redis}/0",
            "RANKFLOW_REDIS_PASSWORD": REDIS_PW, "RANKFLOW_LOG_LEVEL": "debug"}
     ARTIFACTS.mkdir(exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "api"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "api"], env=env,
                             stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -406,7 +407,7 @@ def test_worker_runs_through_sasl_plain_and_logs_no_password(stack, sasl_kafka):
                                len(messages), progress=False, kafka_options=options)) == 5
     log_path = ARTIFACTS / f"{name}-sasl-worker.log"
     ARTIFACTS.mkdir(exist_ok=True)
-    worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+    worker = subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "worker"], env=env,
                               stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
     r = redis.Redis.from_url(stack.redis, decode_responses=True)
     try:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from schemas.events import EventKind, Profile
-from streams.campaigns import CampaignTotals
-from streams.dedup import RecentEventIds, Segment, source_ref, unpack_ref
-from streams.ingest import (
+from streams.core.campaigns import CampaignTotals
+from streams.core.dedup import RecentEventIds, Segment, source_ref, unpack_ref
+from streams.core.ingest import (
     FUTURE_TOLERANCE_MS,
     Rejected,
     Tombstone,
@@ -25,10 +25,10 @@ from streams.ingest import (
     parse_event,
     parse_profile,
 )
-from streams.ingest import partition_for as default_partition_for
-from streams.scoring import account_view
-from streams.settings import DAY_MS
-from streams.state import (
+from streams.core.ingest import partition_for as default_partition_for
+from streams.core.periods import DAY_MS
+from streams.core.scoring import account_view
+from streams.core.state import (
     KIND_SLOTS,
     SLOT_ACCOUNTS,
     SLOT_REKEYED,
@@ -36,8 +36,8 @@ from streams.state import (
     AccountState,
     PartitionHeader,
 )
-from streams.topics import Topics
-from streams.windows import HOUR_MS, MINUTE_MS, DecaySchedule, Windows, bucket_floors
+from streams.core.topics import Topics
+from streams.core.windows import HOUR_MS, MINUTE_MS, DecaySchedule, Windows, bucket_floors
 
 KIND_HEADER = "rf-kind"
 ORIGIN_HEADER = "rf-origin"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from streams.settings import Settings
+from streams.ops.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,13 @@ from faust.serializers import codecs
 from faust.tables import TableManager
 from faust.types import TableT
 
-from streams.aggregate import Topics
-from streams.connections import faust_credentials
-from streams.settings import Settings
-from streams.state import AccountState, decode_segment
-from streams.topics import ACCOUNT_TABLE, DEAD_LETTER_MAX_BYTES, PARTITION_TABLE
-from streams.transport import BatchTopic
+from streams.core.aggregate import Topics
+from streams.core.state import AccountState, decode_segment
+from streams.core.topics import ACCOUNT_TABLE, PARTITION_TABLE
+from streams.kafka.admin import DEAD_LETTER_MAX_BYTES
+from streams.kafka.transport import BatchTopic
+from streams.ops.connections import faust_credentials
+from streams.ops.settings import Settings
 
 
 class Utf8Codec(codecs.Codec):

@@ -23,7 +23,6 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
-from aiokafka.partitioner import murmur2
 from msgspec import UNSET, Meta, UnsetType
 from orjson import JSONDecodeError as _JSONDecodeError
 from orjson import loads as _loads
@@ -38,6 +37,7 @@ from schemas.events import (
     EventKind,
     Profile,
 )
+from streams.core.partitioner import partition_for_key
 
 FUTURE_TOLERANCE_MS = 5 * 60_000
 #: the largest event or profile message accepted (a real one is about 150 bytes)
@@ -76,7 +76,7 @@ class Tombstone:
 @lru_cache(maxsize=1 << 20)
 def partition_for(account_id: str, partitions: int) -> int:
     """The partition Kafka's default (murmur2) partitioner gives this key."""
-    return (murmur2(account_id.encode()) & 0x7FFFFFFF) % partitions
+    return partition_for_key(account_id.encode(), partitions)
 
 
 def _reason(exc: ValidationError) -> str:

@@ -10,9 +10,8 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from streams.settings import Settings
-from streams.state import AccountState
-from streams.windows import Windows
+from streams.core.state import AccountState
+from streams.core.windows import Windows
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +31,9 @@ class ScoringConfig:
 DEFAULT_SCORING = ScoringConfig()
 
 
-def scoring_config(settings: Settings) -> ScoringConfig:
-    """The scoring of these settings (validated at start-up by `Settings`)."""
+def scoring_config(settings: object) -> ScoringConfig:
+    """The scoring of settings that carry ScoringConfig's fields by name (rankflow's
+    `Settings`, validated at start-up)."""
     return ScoringConfig(**{name: getattr(settings, name)
                             for name in ScoringConfig.__dataclass_fields__})
 

@@ -18,15 +18,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from tqdm import tqdm
 
-from streams.aggregate import restore_runtime
-from streams.connections import kafka_client_options, redis_client
-from streams.dedup import RecentEventIds
-from streams.scoring import account_view, scoring_config
-from streams.settings import Settings
-from streams.sink import BoardUpdate, RedisBoardWriter, RedisKeys
-from streams.state import AccountState, decode_segment
-from streams.topics import ACCOUNT_TABLE, PARTITION_TABLE
-from streams.windows import Windows
+from streams.core.aggregate import restore_runtime
+from streams.core.dedup import RecentEventIds
+from streams.core.scoring import account_view, scoring_config
+from streams.core.state import AccountState, decode_segment
+from streams.core.topics import ACCOUNT_TABLE, PARTITION_TABLE
+from streams.core.windows import Windows
+from streams.ops.connections import kafka_client_options, redis_client
+from streams.ops.settings import Settings
+from streams.sink.writer import BoardUpdate, RedisBoardWriter, RedisKeys
 
 log = logging.getLogger(__name__)
 #: accounts per Redis pipeline

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -26,9 +24,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.events import ID_PATTERN
+from streams.core.periods import Period, parse_periods
 
-DAY_MS = 86_400_000
 #: fields whose given value is never echoed in an error message
 SECRET_FIELDS = frozenset({"redis_password", "kafka_sasl_password"})
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -70,43 +67,6 @@ def _url_password(url: str) -> str | None:
     if parts.password:
         return parts.password
     return next((v for k, v in parse_qsl(parts.query) if k.lower() == "password"), None)
-
-
-@dataclass(frozen=True, slots=True)
-class Period:
-    """A named fixed event-time interval `start_ms <= ts < end_ms` (a board window)."""
-
-    name: str
-    start_ms: int
-    end_ms: int
-
-    @property
-    def days(self) -> float:
-        return (self.end_ms - self.start_ms) / DAY_MS
-
-
-def parse_periods(text: str) -> tuple[Period, ...]:
-    """Parse `name=YYYY-MM-DD/YYYY-MM-DD,...` (UTC dates, end exclusive)."""
-    periods: list[Period] = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, span = item.partition("=")
-        start_text, sep2, end_text = span.partition("/")
-        if not sep or not sep2:
-            raise ValueError(f"{item!r} is not name=YYYY-MM-DD/YYYY-MM-DD")
-        if not ID_PATTERN.fullmatch(name) or name in ("1h", "24h", "7d", "30d", "all"):
-            raise ValueError(f"period name {name!r} must match {ID_PATTERN.pattern} "
-                             "and differ from the rolling windows")
-        try:
-            start = datetime.fromisoformat(start_text.strip()).replace(tzinfo=UTC)
-            end = datetime.fromisoformat(end_text.strip()).replace(tzinfo=UTC)
-        except ValueError as exc:
-            raise ValueError(f"period {name!r}: {exc}") from None
-        if end <= start:
-            raise ValueError(f"period {name!r} ends before it starts")
-        if any(p.name == name for p in periods):
-            raise ValueError(f"period {name!r} is given twice")
-        periods.append(Period(name, int(start.timestamp() * 1000), int(end.timestamp() * 1000)))
-    return tuple(periods)
 
 
 class Settings(BaseSettings):

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from streams.dedup import Segment
-from streams.windows import LIKES, UPLOADS, VIEWS, WindowedCounts
+from streams.core.dedup import Segment
+from streams.core.windows import LIKES, UPLOADS, VIEWS, WindowedCounts
 
 UNKNOWN_CATEGORY = "unknown"
 #: the format of account-state changelog records

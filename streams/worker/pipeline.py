@@ -28,22 +28,22 @@ from typing import Any, TypeVar
 import faust
 import redis.asyncio as aioredis
 
-from streams.aggregate import (
+from streams.core.aggregate import (
     BatchAggregator,
     BatchResult,
     PartitionRuntime,
     restore_runtime,
 )
-from streams.app import Wiring
-from streams.dedup import RecentEventIds
-from streams.metrics import SAMPLE_EVERY, WorkerMetrics
-from streams.recovered import tables_recovered
-from streams.scoring import account_view, scoring_config
-from streams.settings import Settings
-from streams.sink import BoardUpdate, RedisBoardWriter, RedisKeys
-from streams.state import AccountState, encode_segment, segment_key
-from streams.transport import BatchConductor, RecordBatch, left_to_read
-from streams.windows import Windows
+from streams.core.dedup import RecentEventIds
+from streams.core.scoring import account_view, scoring_config
+from streams.core.state import AccountState, encode_segment, segment_key
+from streams.core.windows import Windows
+from streams.kafka.app import Wiring
+from streams.kafka.recovered import tables_recovered
+from streams.kafka.transport import BatchConductor, RecordBatch, left_to_read
+from streams.ops.settings import Settings
+from streams.sink.writer import BoardUpdate, RedisBoardWriter, RedisKeys
+from streams.worker.metrics import SAMPLE_EVERY, WorkerMetrics
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
-from streams.connections import kafka_client_options, redis_client
-from streams.settings import Settings, redacted_url
+from streams.ops.connections import kafka_client_options, redis_client
+from streams.ops.settings import Settings, redacted_url
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from streams.settings import DAY_MS, Period
+from streams.core.periods import DAY_MS, Period
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000

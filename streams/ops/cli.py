@@ -12,9 +12,9 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from streams.connections import kafka_client_options, redis_client
-from streams.settings import Settings, load_settings, redact, redacted_url
-from streams.topics import Topics
+from streams.core.topics import Topics
+from streams.ops.connections import kafka_client_options, redis_client
+from streams.ops.settings import Settings, load_settings, redact, redacted_url
 
 log = logging.getLogger("rankflow")
 
@@ -48,7 +48,7 @@ def redact_logs(secrets: tuple[str, ...]) -> None:
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.devstack import DevStack
+    from streams.dev.devstack import DevStack
 
     stack = DevStack(settings)
     action = {"up": stack.up, "down": stack.down, "status": stack.status,
@@ -59,7 +59,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.topics import create_topics
+    from streams.kafka.admin import create_topics
 
     topics = Topics(settings.topic_prefix, settings.app_id)
     created = asyncio.run(create_topics(settings.bootstrap_servers, topics, settings.partitions,
@@ -72,10 +72,10 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import faust
 
-    from streams.app import create_app
-    from streams.pipeline import BatchPipeline
-    from streams.readiness import wait_until_ready
-    from streams.topics import create_topics
+    from streams.kafka.admin import create_topics
+    from streams.kafka.app import create_app
+    from streams.ops.readiness import wait_until_ready
+    from streams.worker.pipeline import BatchPipeline
 
     # Kafka or Redis down at start-up: wait for them (logging why), do not crash.
     asyncio.run(wait_until_ready(settings))
@@ -104,7 +104,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.rebuild import rebuild
+    from streams.ops.rebuild import rebuild
 
     report = asyncio.run(rebuild(settings, clear=args.clear, progress=not args.quiet))
     print(f"rebuilt {report.accounts} accounts over {report.partitions} partitions "
@@ -123,7 +123,7 @@ def _start_ms(text: str | None) -> int:
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from itertools import chain
 
-    from streams.simulate import SimulatedPlatform, produce
+    from streams.dev.simulate import SimulatedPlatform, produce
 
     platform = SimulatedPlatform(
         seed=args.seed, accounts=args.accounts, start_ms=_start_ms(args.start),
@@ -154,16 +154,16 @@ def cmd_schemas(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Local stack, topics, a worker, the API and live traffic; prints where to look."""
-    from streams.devstack import DevStack
-    from streams.sink import RedisKeys
+    from streams.dev.devstack import DevStack
+    from streams.sink.writer import RedisKeys
 
     for line in DevStack(settings).up():
         print(line)
     cmd_topics(settings, args)
     children = [
-        subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"]),
-        subprocess.Popen([sys.executable, "-m", "streams.cli", "api"]),
-        subprocess.Popen([sys.executable, "-m", "streams.cli", "simulate", "--rate",
+        subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "worker"]),
+        subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "api"]),
+        subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "simulate", "--rate",
                           str(args.rate), "--duration", str(args.duration), "--quiet"]),
     ]
     keys = RedisKeys(settings.prefix)

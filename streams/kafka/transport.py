@@ -46,7 +46,7 @@ from faust.types import TP, TopicT
 from mode import Service
 from mode.utils.objects import cached_property
 
-from streams.fetched import fetched_round
+from streams.kafka.fetched import fetched_round
 
 log = logging.getLogger(__name__)
 

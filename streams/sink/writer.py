@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import orjson
 import redis.asyncio as aioredis
 
-from streams.scoring import AccountView
-from streams.windows import VIEWS, Windows
+from streams.core.scoring import AccountView
+from streams.core.windows import VIEWS, Windows
 
 # KEYS[1]: per-partition parts hash, KEYS[2]: total hash. ARGV[1]: partition,
 # then field/value pairs. Sets the partition's share, then every total as the sum of

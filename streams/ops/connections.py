@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import redis
 import redis.asyncio as aioredis
 
-from streams.settings import Settings
+from streams.ops.settings import Settings
 
 if TYPE_CHECKING:  # faust is the worker's: the API and the tools do not import it
     from faust.types.auth import CredentialsT

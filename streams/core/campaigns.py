@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from streams.scoring import AccountView
-from streams.windows import EVENTS
+from streams.core.scoring import AccountView
+from streams.core.windows import EVENTS
 
 
 @dataclass(slots=True)

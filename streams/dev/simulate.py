@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 from tqdm import tqdm
 
 from schemas.events import EventKind
-from streams.topics import Topics
+from streams.core.topics import Topics
 
 CATEGORIES = ("central", "youth-league", "local-publicity", "police", "media")
 CATEGORY_NAMES = {
