@@ -110,7 +110,7 @@ def main() -> int:
     with tqdm(total=args.events + args.accounts, unit="msg") as bar:
         for batch, _ in batches(platform, args.events, 20_000, args.partitions, topics):
             aggregator.process(batch, clock)
-            clock = max(r.header.clock for r in runtimes.values())
+            clock = max(r.progress.clock for r in runtimes.values())
             bar.update(sum(len(b) for b in batch.values()))
     for state in accounts.values():
         state.prune(clock)

@@ -38,25 +38,25 @@ def test_replaying_a_batch_counts_nothing_twice_but_marks_the_accounts():
     assert core.metrics("a") == [10, 0, 0]
     assert again.counted == 0 and again.outbound == []
     assert "a" in again.accounts, "a replayed account is rewritten in Redis"
-    assert core.runtimes[tp[1]].header.events == 10
+    assert core.runtimes[tp[1]].progress.events == 10
 
 
 def test_replay_after_partial_state_write_applies_only_the_missing_part():
-    """Partition header lost (counters behind) while the account record was written."""
+    """Partition progress lost (counters behind) while the account record was written."""
     log, core = Log(), Core()
     for i in range(5):
         log.event("a", event_id=f"e{i}")
     core.feed(log)
     p = partition_for("a", 4)
     runtime = core.runtimes[p]
-    runtime.header.watermarks = [-1] * 6  # as if the segment record never reached Kafka
-    runtime.header.events = 0
+    runtime.progress.watermarks = [-1] * 6  # as if the segment record never reached Kafka
+    runtime.progress.events = 0
     for i in range(5, 8):
         log.event("a", event_id=f"e{i}")
     core.aggregator.process({(TOPICS.event("view"), p):
                              log.records[(TOPICS.event("view"), p)]}, NOW)
     assert core.metrics("a") == [8, 0, 0]
-    assert runtime.header.events == 8
+    assert runtime.progress.events == 8
 
 
 def test_a_redelivered_duplicate_is_dead_lettered_once():
@@ -185,11 +185,11 @@ def test_state_records_round_trip_and_restore_the_runtime():
     assert AccountState.decode(state.encode()) == state
     runtime = core.runtimes[0]
     sealed = runtime.recent.seal(0, NOW, 5000)
-    records = [decode_segment(encode_segment(0, s, runtime.header)) for s in sealed]
+    records = [decode_segment(encode_segment(0, s, runtime.progress)) for s in sealed]
     restored = restore_runtime(0, RecentEventIds(), [(s, h) for _, s, h in records], [state],
                                core.windows, NOW)
-    assert restored.header.events == 1 and restored.header.dlq == 1
-    assert restored.header.watermarks == runtime.header.watermarks
+    assert restored.progress.events == 1 and restored.progress.dlq == 1
+    assert restored.progress.watermarks == runtime.progress.watermarks
     assert restored.recent.first_seen("1") == runtime.recent.first_seen("1")
     assert restored.campaigns.totals["c1"]["all"] == [1, 0, 0, 1]
     assert len(restored.schedule) == 4, "one due time per rolling window of the new buckets"

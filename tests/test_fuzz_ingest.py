@@ -414,14 +414,14 @@ class Harness:
     def replay(self, batch: dict[tuple[str, int], list[Rec]], touched: dict[str, Any]) -> None:
         """The same records again at the same offsets (a crash before the commit)."""
         before = {a: fingerprint(s) for a, s in self.accounts.items() if a in touched}
-        headers = [(r.header.events, r.header.dlq) for r in self.runtimes.values()]
+        headers = [(r.progress.events, r.progress.dlq) for r in self.runtimes.values()]
         again = self.aggregator.process(batch, NOW)
         self.replayed += sum(len(records) for records in batch.values())
         self.replay_counted += again.counted
         self.replay_sent += len(again.outbound)
         assert again.outbound == [] and again.counted == 0 and again.dead_lettered == 0
         assert {a: fingerprint(self.accounts[a]) for a in before} == before
-        assert [(r.header.events, r.header.dlq) for r in self.runtimes.values()] == headers
+        assert [(r.progress.events, r.progress.dlq) for r in self.runtimes.values()] == headers
 
     def _settle(self, rec: Rec, letters: dict[tuple[str, int, int], list[Any]],
                 rekeys: dict[tuple[str, int, int], Any]) -> int:
@@ -643,8 +643,8 @@ class Harness:
                 lost += expected[3]
         for (account_id, campaign), expected in self.campaign_sums.items():
             assert self.accounts[account_id].campaigns[campaign].sums("all", NOW) == expected
-        events = sum(r.header.events for r in self.runtimes.values())
-        dlq = sum(r.header.dlq for r in self.runtimes.values())
+        events = sum(r.progress.events for r in self.runtimes.values())
+        dlq = sum(r.progress.dlq for r in self.runtimes.values())
         assert events == sum(s[3] for s in self.sums.values())
         assert dlq == sum(s["dead_lettered"] for s in self.stats.values())
         return lost, double + self.replay_counted
@@ -686,7 +686,7 @@ def _ref(rec: Rec) -> int:
 
 
 def parse_origin(headers: list[tuple[str, bytes]]) -> tuple[str, int, int] | None:
-    """The last rf-origin header, when it is `topic:partition:offset` with a partition
+    """The last rf-origin progress, when it is `topic:partition:offset` with a partition
     below 2**31 and an offset below 2**63 (plain ASCII digits); else None."""
     origin = None
     for name, value in headers:

@@ -34,7 +34,7 @@ from streams.core.state import (
     SLOT_REKEYED,
     AccountProfile,
     AccountState,
-    PartitionHeader,
+    PartitionProgress,
 )
 from streams.core.topics import Topics
 from streams.core.windows import HOUR_MS, MINUTE_MS, DecaySchedule, Windows, bucket_floors
@@ -94,7 +94,7 @@ class Outbound:
 class PartitionRuntime:
     """Live state of one owned partition, rebuilt from the changelog on assignment."""
 
-    header: PartitionHeader
+    progress: PartitionProgress
     recent: RecentEventIds
     campaigns: CampaignTotals = field(default_factory=CampaignTotals)
     schedule: DecaySchedule = field(default_factory=DecaySchedule)
@@ -113,29 +113,29 @@ class BatchResult:
 
 
 def new_runtime(partition: int, recent: RecentEventIds) -> PartitionRuntime:
-    return PartitionRuntime(PartitionHeader(partition), recent)
+    return PartitionRuntime(PartitionProgress(partition), recent)
 
 
 def restore_runtime(
     partition: int,
     recent: RecentEventIds,
-    segments: Iterable[tuple[Segment, PartitionHeader | None]],
+    segments: Iterable[tuple[Segment, PartitionProgress | None]],
     accounts: Iterable[AccountState],
     windows: Windows,
     clock_ms: int,
 ) -> PartitionRuntime:
     """Rebuild a partition's runtime from its changelog records."""
-    header = PartitionHeader(partition)
+    progress = PartitionProgress(partition)
     newest = -1
     kept = []
-    for segment, seg_header in segments:
+    for segment, seg_progress in segments:
         kept.append(segment)
-        if seg_header is not None and segment.seq > newest:
-            header, newest = seg_header, segment.seq
-    header.seq = max([0, *(s.seq + 1 for s in kept)])
+        if seg_progress is not None and segment.seq > newest:
+            progress, newest = seg_progress, segment.seq
+    progress.seq = max([0, *(s.seq + 1 for s in kept)])
     recent.restore(kept)
-    runtime = PartitionRuntime(header, recent)
-    clock_ms = max(clock_ms, header.clock)
+    runtime = PartitionRuntime(progress, recent)
+    clock_ms = max(clock_ms, progress.clock)
     for state in accounts:
         runtime.schedule.add_all(state.due_times(clock_ms), state.account_id)
         if state.campaigns:
@@ -216,8 +216,8 @@ class BatchAggregator:
                            result: BatchResult) -> None:
         slot, kind = self._slots[topic]
         runtime = self.runtimes[partition]
-        header = runtime.header
-        watermark = header.watermarks[slot]
+        progress = runtime.progress
+        watermark = progress.watermarks[slot]
         result.partitions.add(partition)
         if kind is not None:
             self._events(topic, batch, slot, kind, watermark, runtime, result)
@@ -229,7 +229,7 @@ class BatchAggregator:
                     self._profile(record, fresh, runtime, result)
                 else:
                     self._event(record, slot, None, fresh, runtime, result)
-        header.watermarks[slot] = max(watermark, batch[-1].offset)
+        progress.watermarks[slot] = max(watermark, batch[-1].offset)
 
     def _events(self, topic: str, batch: Sequence[FetchedRecord], slot: int, kind: EventKind,
                 watermark: int, runtime: PartitionRuntime, result: BatchResult) -> None:
@@ -240,14 +240,14 @@ class BatchAggregator:
         misplaced, duplicate, or in an unusual shape) takes `_event`, which decides it
         alike: `fast_event_fields` accepts only what `parse_event` accepts.
         """
-        header = runtime.header
-        partition = header.partition
+        progress = runtime.progress
+        partition = progress.partition
         first_ref = runtime.recent.first_ref
         touched = result.accounts
         check_future = self.check_future
         coalesce = self._coalesce
         placements, place = self._placements, self._place
-        counted, clock = 0, header.clock
+        counted, clock = 0, progress.clock
         tolerance = FUTURE_TOLERANCE_MS
         for record in batch:
             offset = record.offset
@@ -269,7 +269,7 @@ class BatchAggregator:
             seen = first_ref(event_id, ref)
             if seen != ref:
                 self._duplicate(SourceRecord.of(topic, partition, record), event_id, seen,
-                                fresh, header, result, None)
+                                fresh, progress, result, None)
                 continue
             state = touched.get(account_id) or self._state(account_id, partition, result)
             if fresh:
@@ -280,9 +280,9 @@ class BatchAggregator:
             if offset > applied[slot]:
                 applied[slot] = offset
                 coalesce(account_id, kind, campaign, ts, count, partition)
-        header.events += counted
+        progress.events += counted
         result.counted += counted
-        header.clock = max(header.clock, clock)
+        progress.clock = max(progress.clock, clock)
 
     def _place(self, account_id: str) -> tuple[bytes, int]:
         """The key an account's messages carry and the partition it belongs to."""
@@ -316,7 +316,7 @@ class BatchAggregator:
             sums[0] += count
             sums[1] += 1
 
-    def _reject(self, record: SourceRecord, reason: str, fresh: bool, header: PartitionHeader,
+    def _reject(self, record: SourceRecord, reason: str, fresh: bool, progress: PartitionProgress,
                 result: BatchResult, origin: tuple[str, int, int] | None = None) -> None:
         if not fresh:
             return
@@ -325,7 +325,7 @@ class BatchAggregator:
             self.topics.dlq, record.key,
             dead_letter(reason, topic, partition, offset, record.value),
         ))
-        header.dlq += 1
+        progress.dlq += 1
         result.dead_lettered += 1
 
     def _state(self, account_id: str, partition: int, result: BatchResult) -> AccountState:
@@ -344,7 +344,7 @@ class BatchAggregator:
     @staticmethod
     def _rekey_headers(record: SourceRecord) -> tuple[str | None, tuple[str, int, int] | None]:
         """The kind and origin a re-keyed message carries; None for a missing or
-        malformed header (the worker writes both; anything else is not its own)."""
+        malformed progress (the worker writes both; anything else is not its own)."""
         kind = origin = None
         for name, value in record.headers or ():
             if not isinstance(value, bytes):
@@ -357,27 +357,27 @@ class BatchAggregator:
 
     def _event(self, record: SourceRecord, slot: int, kind: EventKind | None, fresh: bool,
                runtime: PartitionRuntime, result: BatchResult) -> None:
-        header = runtime.header
+        progress = runtime.progress
         origin = None
         if slot == SLOT_REKEYED:
             rekeyed_kind, origin = self._rekey_headers(record)
             if origin is None:
-                self._reject(record, f"re-keyed message without a valid {ORIGIN_HEADER} header "
-                             "(topic:partition:offset)", fresh, header, result)
+                self._reject(record, f"re-keyed message without a valid {ORIGIN_HEADER} progress "
+                             "(topic:partition:offset)", fresh, progress, result)
                 return
             if rekeyed_kind == PROFILE_KIND:
                 self._profile(record, fresh, runtime, result, origin)
                 return
             if rekeyed_kind not in KIND_SLOTS:
                 self._reject(record, f"re-keyed message without a valid {KIND_HEADER} header",
-                             fresh, header, result)
+                             fresh, progress, result)
                 return
             kind = rekeyed_kind  # type: ignore[assignment]
         assert kind is not None
         produced = record.timestamp if self.check_future else None
         event = parse_event(kind, record.key, record.value, produced)
         if isinstance(event, Rejected):
-            self._reject(record, event.reason, fresh, header, result, origin)
+            self._reject(record, event.reason, fresh, progress, result, origin)
         elif self._placed(record, event.account_id, kind, slot, fresh, runtime, result, origin):
             self._count(record, event, kind, slot, fresh, runtime, result, origin)
 
@@ -391,7 +391,7 @@ class BatchAggregator:
         if slot == SLOT_REKEYED:
             self._reject(record, "re-keyed message landed on the wrong partition "
                          "(do the topics' partition counts differ?)",
-                         fresh, runtime.header, result, origin)
+                         fresh, runtime.progress, result, origin)
         elif fresh:
             coordinates = f"{record.topic}:{partition}:{record.offset}"
             result.outbound.append(Outbound(
@@ -403,7 +403,7 @@ class BatchAggregator:
     def _count(self, record: SourceRecord, event: ValidEvent, kind: EventKind, slot: int,
                fresh: bool, runtime: PartitionRuntime, result: BatchResult,
                origin: tuple[str, int, int] | None) -> None:
-        header = runtime.header
+        progress = runtime.progress
         offset = record.offset
         ref = source_ref(slot, offset)
         recent = runtime.recent
@@ -413,42 +413,42 @@ class BatchAggregator:
             first_ref = recent.origin_ref(origin_key)
             if first_ref is not None and first_ref != ref:
                 # another re-keyed copy of one source message (a crash while re-keying)
-                self._state(event.account_id, header.partition, result)
+                self._state(event.account_id, progress.partition, result)
                 return
         seen = recent.first_seen(event.event_id)
         if seen is not None and seen != ref:
             if origin_key is not None and first_ref is None:
                 recent.add_origin(origin_key, ref)
-            self._duplicate(record, event.event_id, seen, fresh, header, result, origin)
+            self._duplicate(record, event.event_id, seen, fresh, progress, result, origin)
             return
         if seen is None:
             recent.add(event.event_id, ref, origin_key)
-        state = self._state(event.account_id, header.partition, result)
+        state = self._state(event.account_id, progress.partition, result)
         if fresh:
-            header.events += 1
+            progress.events += 1
             result.counted += 1
-            if event.ts > header.clock:
-                header.clock = event.ts
+            if event.ts > progress.clock:
+                progress.clock = event.ts
         if offset <= state.applied[slot]:
             return
         state.applied[slot] = offset
         self._coalesce(event.account_id, kind, event.campaign, event.ts, event.count,
-                       header.partition)
+                       progress.partition)
 
     def _duplicate(self, record: SourceRecord, event_id: str, seen: int, fresh: bool,
-                   header: PartitionHeader, result: BatchResult,
+                   progress: PartitionProgress, result: BatchResult,
                    origin: tuple[str, int, int] | None) -> None:
         first_slot, first_offset = unpack_ref(seen)
         reason = (f"duplicate event_id {event_id!r}: first counted from "
-                  f"{self.topics.sources[first_slot]} partition {header.partition} "
+                  f"{self.topics.sources[first_slot]} partition {progress.partition} "
                   f"offset {first_offset}")
-        self._reject(record, reason, fresh, header, result, origin)
+        self._reject(record, reason, fresh, progress, result, origin)
 
     def _profile(self, record: SourceRecord, fresh: bool, runtime: PartitionRuntime,
                  result: BatchResult, origin: tuple[str, int, int] | None = None) -> None:
         parsed = parse_profile(record.key, record.value)
         if isinstance(parsed, Rejected):
-            self._reject(record, parsed.reason, fresh, runtime.header, result, origin)
+            self._reject(record, parsed.reason, fresh, runtime.progress, result, origin)
             return
         slot = SLOT_REKEYED if origin is not None else SLOT_ACCOUNTS
         if not self._placed(record, parsed.account_id, PROFILE_KIND, slot, fresh, runtime,

@@ -4,7 +4,7 @@ Exactness rests on two invariants, both held by records that are written whole:
 
 * an `AccountState` names, per source topic, the last offset already applied to it
   (`applied`); a replayed message at or below it changes nothing;
-* a `PartitionHeader` (carried by the newest dedup segment of the partition) names, per
+* a `PartitionProgress` (carried by the newest dedup segment of the partition) names, per
   source topic, the last offset already counted, dead-lettered or re-keyed
   (`watermarks`); a replayed message at or below it sends nothing again.
 
@@ -139,7 +139,7 @@ class AccountState:
 
 
 @dataclass(slots=True)
-class PartitionHeader:
+class PartitionProgress:
     """Counters and watermarks of one partition (all co-partitioned topics together)."""
 
     partition: int
@@ -157,20 +157,20 @@ def segment_key(partition: int, seq: int) -> bytes:
     return b"%d:%012d" % (partition, seq)
 
 
-def encode_segment(partition: int, segment: Segment, header: PartitionHeader | None) -> bytes:
+def encode_segment(partition: int, segment: Segment, progress: PartitionProgress | None) -> bytes:
     """`{partition}|[...]`: the partition leads, so the record decodes on its own."""
     return b"%d|" % partition + orjson.dumps([
         1, segment.seq, segment.wall_ms, segment.end_total, segment.ids,
-        header.to_list() if header else None,
+        progress.to_list() if progress else None,
     ])
 
 
-def decode_segment(data: bytes) -> tuple[int, Segment, PartitionHeader | None]:
+def decode_segment(data: bytes) -> tuple[int, Segment, PartitionProgress | None]:
     partition_text, _, body = data.partition(b"|")
     partition = int(partition_text)
-    _v, seq, wall_ms, end_total, ids, header = orjson.loads(body)
+    _v, seq, wall_ms, end_total, ids, progress = orjson.loads(body)
     segment = Segment(seq, wall_ms, [tuple(entry) for entry in ids], end_total)
-    if header is None:
+    if progress is None:
         return partition, segment, None
-    watermarks, events, dlq, clock, hseq = header
-    return partition, segment, PartitionHeader(partition, watermarks, events, dlq, clock, hseq)
+    watermarks, events, dlq, clock, hseq = progress
+    return partition, segment, PartitionProgress(partition, watermarks, events, dlq, clock, hseq)

@@ -48,7 +48,7 @@ class AccountStateCodec(codecs.Codec):
 
 
 class SegmentCodec(codecs.Codec):
-    """Dedup segments with their partition header: (partition, Segment, header)."""
+    """Dedup segments with their partition progress: (partition, Segment, progress)."""
 
     def _dumps(self, obj: Any) -> bytes:
         return bytes(obj)

@@ -128,11 +128,11 @@ async def rebuild(settings: Settings, clear: bool = False,
             bar.update(len(chunk))
     campaigns = {(p, c): totals for p, runtime in runtimes.items()
                  for c, totals in runtime.campaigns.totals.items()}
-    counters = {p: (r.header.events, r.header.dlq) for p, r in runtimes.items()}
+    counters = {p: (r.progress.events, r.progress.dlq) for p, r in runtimes.items()}
     await writer.write(BoardUpdate([], set(), campaigns, counters, clock, now))
     await client.aclose()
     report = RebuildReport(len(accounts), len(partitions),
-                           sum(r.header.events for r in runtimes.values()),
+                           sum(r.progress.events for r in runtimes.values()),
                            time.monotonic() - started)
     log.info("rebuilt Redis from state: %d accounts over %d partitions in %.1fs",
              report.accounts, report.partitions, report.seconds)

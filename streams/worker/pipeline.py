@@ -147,7 +147,7 @@ class BatchPipeline:
         if not self.event_clock:
             return int(time.time() * 1000)
         for runtime in self.runtimes.values():
-            self._event_clock_ms = max(self._event_clock_ms, runtime.header.clock)
+            self._event_clock_ms = max(self._event_clock_ms, runtime.progress.clock)
         return self._event_clock_ms
 
     def _recent(self) -> RecentEventIds:
@@ -169,8 +169,8 @@ class BatchPipeline:
             self.runtimes[p] = restore_runtime(p, self._recent(), segments[p], accounts[p],
                                                self.windows, clock)
             log.info("partition %d: %d accounts, %d events counted so far",
-                     p, len(accounts[p]), self.runtimes[p].header.events)
-        if any(accounts[p] or self.runtimes[p].header.events or self.runtimes[p].header.dlq
+                     p, len(accounts[p]), self.runtimes[p].progress.events)
+        if any(accounts[p] or self.runtimes[p].progress.events or self.runtimes[p].progress.dlq
                for p in partitions):
             # The previous owner (or this worker, before a crash) may have written the
             # changelog of its last batches but not their Redis writes: a replay of those
@@ -368,7 +368,7 @@ class BatchPipeline:
             for campaign in totals.update(view):
                 campaigns[view.partition, campaign] = {
                     window: list(sums) for window, sums in totals.totals[campaign].items()}
-        counters = {p: (self.runtimes[p].header.events, self.runtimes[p].header.dlq)
+        counters = {p: (self.runtimes[p].progress.events, self.runtimes[p].progress.dlq)
                     for p in partitions}
         return BoardUpdate(views, profiles, campaigns, counters, clock, now_ms)
 
@@ -397,7 +397,7 @@ class BatchPipeline:
         segments = self.wiring.partitions.data
         for partition in result.partitions:
             runtime = self.runtimes[partition]
-            header = runtime.header
+            header = runtime.progress
             sealed = runtime.recent.seal(header.seq, now_ms, SEGMENT_IDS)
             header.seq += len(sealed)
             for segment in sealed:
