@@ -46,7 +46,7 @@ from streams.core.ingest import Rejected, model_event, parse_event, parse_profil
 from streams.core.state import AccountProfile, AccountState
 from streams.core.topics import Topics
 from streams.core.windows import Windows
-from streams.sink.writer import RedisKeys
+from streams.sink.keys import RedisKeys
 
 ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "fuzz.json"
 NOW = 1_700_000_000_000

@@ -53,7 +53,7 @@ from streams.api.reader import BoardReader
 from streams.core.windows import Windows
 from streams.ops.connections import redis_client
 from streams.ops.settings import Settings
-from streams.sink.writer import RedisKeys
+from streams.sink.keys import RedisKeys
 
 log = logging.getLogger(__name__)
 ERRORS: dict[int | str, dict[str, Any]] = {

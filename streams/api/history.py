@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from streams.api.tasks import BackgroundTask
 from streams.core.windows import Windows
-from streams.sink.writer import RedisKeys
+from streams.sink.keys import RedisKeys
 
 log = logging.getLogger(__name__)
 

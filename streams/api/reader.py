@@ -21,7 +21,7 @@ from streams.api.models import (
     WindowMetrics,
 )
 from streams.core.windows import Windows
-from streams.sink.writer import RedisKeys
+from streams.sink.keys import RedisKeys
 
 # KEYS[1]: the board. ARGV: account key prefix, window, offset, limit.
 # Returns [total, rank of the first entry, then per entry: member, score, name, category,

@@ -75,7 +75,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from streams.kafka.admin import create_topics
     from streams.kafka.app import create_app
     from streams.ops.readiness import wait_until_ready
-    from streams.worker.pipeline import BatchPipeline
+    from streams.worker.compose import compose_worker, install
 
     # Kafka or Redis down at start-up: wait for them (logging why), do not crash.
     asyncio.run(wait_until_ready(settings))
@@ -85,7 +85,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
                                                                  settings.app_id),
                               settings.partitions, kafka_options=kafka_client_options(settings)))
     wiring = create_app(settings)
-    BatchPipeline(wiring, settings, redis_client(settings)).install()
+    install(compose_worker(wiring, settings, redis_client(settings)), wiring.app)
     # "info", never "warn": faust maps unknown levels so that root logs at DEBUG.
     worker = faust.Worker(wiring.app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
@@ -155,7 +155,7 @@ def cmd_schemas(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Local stack, topics, a worker, the API and live traffic; prints where to look."""
     from streams.dev.devstack import DevStack
-    from streams.sink.writer import RedisKeys
+    from streams.sink.keys import RedisKeys
 
     for line in DevStack(settings).up():
         print(line)

@@ -6,7 +6,7 @@ or a rebalance rewrites the same values: Redis converges. Totals that span parti
 so two workers owning different partitions never overwrite each other's share.
 
 A batch's board and account changes travel as one JSON argument to one script
-(`APPLY_CHANGES`): redis-py packs every command argument in Python, which cost the
+(`lua/apply_changes.lua`): redis-py packs every command argument in Python, which cost the
 worker more than the rest of a batch's Redis work under live load, while Redis runs
 the script on its own core. Values are sent as the strings redis-py would have sent.
 """
@@ -16,133 +16,25 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import orjson
 import redis.asyncio as aioredis
 
 from streams.core.scoring import AccountView
+from streams.core.updates import BoardUpdate
 from streams.core.windows import VIEWS, Windows
+from streams.sink.keys import RedisKeys
 
-# KEYS[1]: per-partition parts hash, KEYS[2]: total hash. ARGV[1]: partition,
-# then field/value pairs. Sets the partition's share, then every total as the sum of
-# all partitions' shares. Fields named in ARGV[2] "max:" are combined by max, not sum.
-SUM_PARTS = """
-local part = ARGV[1]
-for i = 2, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], part .. '|' .. ARGV[i], ARGV[i + 1])
-end
-local all = redis.call('HGETALL', KEYS[1])
-local sums = {}
-for i = 1, #all, 2 do
-  local field = string.match(all[i], '|(.*)$')
-  if field then
-    local v = tonumber(all[i + 1])
-    if string.sub(field, 1, 4) == 'max:' then
-      field = string.sub(field, 5)
-      if sums[field] == nil or v > sums[field] then sums[field] = v end
-    else
-      sums[field] = (sums[field] or 0) + v
-    end
-  end
-end
-for field, v in pairs(sums) do
-  redis.call('HSET', KEYS[2], field, string.format('%.0f', v))
-end
-return #all
-"""
-
-
-# ARGV[1]: {"rem": {board: [member...]}, "add": {board: [score, member, ...]},
-#           "del": [[hash, field...]...], "set": [[hash, field, value, ...]...]}
-# Removals first, as the boards of a moved account are left before it joins others.
-APPLY_CHANGES = """
-local changes = cjson.decode(ARGV[1])
-local step = 4000
-local function each_chunk(command, key, items)
-  for i = 1, #items, step do
-    redis.call(command, key, unpack(items, i, math.min(i + step - 1, #items)))
-  end
-end
-for key, members in pairs(changes.rem) do each_chunk('ZREM', key, members) end
-for key, scored in pairs(changes.add) do each_chunk('ZADD', key, scored) end
-for _, fields in ipairs(changes.del) do redis.call('HDEL', unpack(fields)) end
-for _, fields in ipairs(changes.set) do redis.call('HSET', unpack(fields)) end
-return #changes.set
-"""
-
+#: the Lua scripts beside this module, by name
+LUA = Path(__file__).with_name("lua")
 #: notices kept in the change stream (about 10 minutes at several batches a second)
 CHANGES_KEPT = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class RedisKeys:
-    """The key names of contract §4 under a prefix."""
-
-    prefix: str = "rf:"
-
-    @property
-    def boards_prefix(self) -> str:
-        return f"{self.prefix}lb:"
-
-    def board(self, window: str, board: str) -> str:
-        return f"{self.boards_prefix}{window}:{board}"
-
-    def account(self, account_id: str) -> str:
-        return f"{self.prefix}acct:{account_id}"
-
-    def campaign(self, campaign: str) -> str:
-        return f"{self.prefix}campaign:{campaign}"
-
-    def campaign_parts(self, campaign: str) -> str:
-        return f"{self.prefix}campaign:{campaign}:partitions"
-
-    @property
-    def meta(self) -> str:
-        return f"{self.prefix}meta"
-
-    @property
-    def meta_parts(self) -> str:
-        return f"{self.prefix}meta:partitions"
-
-    @property
-    def changes(self) -> str:
-        """Stream of board-change notices (XADD per write), read by the API's live feed."""
-        return f"{self.prefix}changes"
-
-    @property
-    def worker_metrics(self) -> str:
-        """Hash of worker id -> the worker's latest metrics snapshot (JSON)."""
-        return f"{self.prefix}metrics:workers"
-
-    @property
-    def generation(self) -> str:
-        """A token set once per life of the Redis data: gone or changed means data lost."""
-        return f"{self.prefix}generation"
-
-    @property
-    def categories(self) -> str:
-        """Set of every category that has a board (for readers listing boards)."""
-        return f"{self.prefix}categories"
-
-    @property
-    def campaigns(self) -> str:
-        """Set of every campaign that has a board."""
-        return f"{self.prefix}campaigns"
-
-
-@dataclass(frozen=True, slots=True)
-class BoardUpdate:
-    """Everything one batch (or decay tick) changes in Redis, as values fixed at its end."""
-
-    views: list[AccountView]
-    #: accounts whose profile changed: their old category board is looked up and left
-    profiles: set[str]
-    #: (partition, campaign) -> window -> [views, likes, uploads, accounts]
-    campaigns: dict[tuple[int, str], dict[str, list[int]]]
-    #: partition -> (events counted, dead letters)
-    partitions: dict[int, tuple[int, int]]
-    clock_ms: int
-    now_ms: int
+def script(name: str) -> str:
+    """The source of `lua/{name}.lua`."""
+    return (LUA / f"{name}.lua").read_text()
 
 
 def _text(value: str | int | float) -> str:
@@ -173,7 +65,7 @@ class BoardChanges:
         return sorted(key[prefix_length:] for key in self.adds.keys() | self.removes.keys())
 
     def payload(self) -> bytes:
-        """The APPLY_CHANGES argument."""
+        """The argument of lua/apply_changes.lua."""
         add = {key: [item for member, score in members.items()
                      for item in (_text(score), member)]
                for key, members in self.adds.items()}
@@ -188,8 +80,8 @@ class RedisBoardWriter:
         self.client = client
         self.keys = keys
         self.windows = windows
-        self._sum_parts = client.register_script(SUM_PARTS)
-        self._apply_changes = client.register_script(APPLY_CHANGES)
+        self._sum_parts = client.register_script(script("sum_parts"))
+        self._apply_changes = client.register_script(script("apply_changes"))
 
     async def generation(self) -> str | None:
         """The current data generation marker, or None when Redis has none (lost data)."""

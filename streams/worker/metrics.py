@@ -8,13 +8,18 @@ every few seconds, and any API process renders all of them in Prometheus text.
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import orjson
+import redis.asyncio as aioredis
+
+log = logging.getLogger(__name__)
 
 #: upper bounds (ms) of the latency histogram, from production (record time) to Redis
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000)
@@ -54,3 +59,62 @@ class WorkerMetrics:
             "lag": sum(self.lag.values()), "latency_buckets_ms": LATENCY_BUCKETS_MS,
             "latency_counts": self.latency_counts, "latency_sum_ms": self.latency_sum_ms,
         })
+
+
+#: topic partition -> records after the last one of the batch (streams.kafka.transport)
+LeftToRead = Callable[[Any], Mapping[Any, int]]
+#: writes one worker's snapshot (worker id, JSON) where the API reads it
+Publish = Callable[[str, bytes], Awaitable[object]]
+
+
+class MetricsReporter:
+    """Counts each batch, logs throughput now and then, publishes the snapshot."""
+
+    def __init__(self, metrics: WorkerMetrics, left_to_read: LeftToRead, publish: Publish,
+                 accounts: Sized, every: float = 10.0) -> None:
+        self.metrics = metrics
+        self.left_to_read = left_to_read
+        self.publish_snapshot = publish
+        self.accounts = accounts
+        self.every = every
+        self._reported = _Reported(time.monotonic(), 0, 0, 0)
+
+    def count(self, batch: Mapping[Any, Sequence[Any]], counted: int, dead_lettered: int) -> None:
+        """One applied batch: its records, events, dead letters and the lag after it."""
+        metrics = self.metrics
+        metrics.batches += 1
+        metrics.events += counted
+        metrics.dead_letters += dead_lettered
+        metrics.records += sum(len(records) for records in batch.values())
+        for tp, left in self.left_to_read(batch).items():
+            metrics.lag[f"{tp.topic}:{tp.partition}"] = left
+        self._log_throughput()
+
+    def _log_throughput(self) -> None:
+        """Events/s, batches, records per batch: at most every `every` seconds."""
+        last = self._reported
+        now = time.monotonic()
+        if now - last.at < self.every:
+            return
+        m = self.metrics
+        n_batches = m.batches - last.batches
+        log.info("%.0f events/s counted, %d batches of %.0f records on average, %d accounts, "
+                 "%d re-scored by decay, lag %d", (m.events - last.events) / (now - last.at),
+                 n_batches, (m.records - last.records) / max(1, n_batches),
+                 len(self.accounts), m.decayed, sum(m.lag.values()))
+        self._reported = _Reported(now, m.events, m.batches, m.records)
+
+    async def publish(self, *_: object) -> None:
+        try:
+            await self.publish_snapshot(self.metrics.worker, self.metrics.snapshot())
+        except aioredis.RedisError as exc:
+            log.warning("could not publish metrics: %s", exc)
+
+
+class _Reported(NamedTuple):
+    """The figures at the last throughput log line."""
+
+    at: float
+    events: int
+    batches: int
+    records: int

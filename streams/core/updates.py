@@ -1,0 +1,65 @@
+"""What a batch, a decay tick or a rewrite changes on the boards, as values fixed at its end.
+
+Pure: `BoardUpdates` scores accounts at a clock (contract §3) and folds them into their
+partitions' campaign totals; the sink (streams/sink/writer.py) writes the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from streams.core.aggregate import PartitionRuntime
+from streams.core.scoring import AccountView, ScoringConfig, account_view
+from streams.core.state import AccountState
+from streams.core.windows import Windows
+
+#: window -> [views, likes, uploads, accounts] of one campaign in one partition
+CampaignSums = dict[str, list[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class BoardUpdate:
+    """Everything one batch (or decay tick) changes in Redis, as values fixed at its end."""
+
+    views: list[AccountView]
+    #: accounts whose profile changed: their old category board is looked up and left
+    profiles: set[str]
+    #: (partition, campaign) -> its sums in that partition
+    campaigns: dict[tuple[int, str], CampaignSums]
+    #: partition -> (events counted, dead letters)
+    partitions: dict[int, tuple[int, int]]
+    clock_ms: int
+    now_ms: int
+
+
+class BoardUpdates:
+    """Builds board updates of the owned partitions' accounts."""
+
+    def __init__(self, windows: Windows, scoring: ScoringConfig,
+                 runtimes: Mapping[int, PartitionRuntime]) -> None:
+        self.windows = windows
+        self.scoring = scoring
+        self.runtimes = runtimes
+
+    def of(self, states: Iterable[AccountState], profiles: set[str],
+           partitions: Iterable[int], clock: int, now_ms: int) -> BoardUpdate:
+        """Score the accounts at `clock`, fold them into campaign totals (the campaigns
+        that changed travel along), with the named partitions' counters."""
+        views = [account_view(state, self.windows, clock, self.scoring) for state in states]
+        campaigns: dict[tuple[int, str], CampaignSums] = {}
+        for view in views:
+            totals = self.runtimes[view.partition].campaigns
+            for campaign in totals.update(view):
+                campaigns[view.partition, campaign] = {
+                    window: list(sums) for window, sums in totals.totals[campaign].items()}
+        counters = {p: (self.runtimes[p].progress.events, self.runtimes[p].progress.dlq)
+                    for p in partitions}
+        return BoardUpdate(views, profiles, campaigns, counters, clock, now_ms)
+
+    def totals(self, clock: int, now_ms: int) -> BoardUpdate:
+        """Every owned partition's campaign totals and counters, whole."""
+        campaigns = {(p, c): {w: list(sums) for w, sums in totals.items()}
+                     for p, runtime in self.runtimes.items()
+                     for c, totals in runtime.campaigns.totals.items()}
+        return replace(self.of([], set(), self.runtimes, clock, now_ms), campaigns=campaigns)

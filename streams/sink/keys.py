@@ -1,0 +1,62 @@
+"""The Redis key names of contract §4 (Redis layout) under a prefix, shared by the
+writers and the read API, and the keys rankflow adds for itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """The key names of contract §4 under a prefix."""
+
+    prefix: str = "rf:"
+
+    @property
+    def boards_prefix(self) -> str:
+        return f"{self.prefix}lb:"
+
+    def board(self, window: str, board: str) -> str:
+        return f"{self.boards_prefix}{window}:{board}"
+
+    def account(self, account_id: str) -> str:
+        return f"{self.prefix}acct:{account_id}"
+
+    def campaign(self, campaign: str) -> str:
+        return f"{self.prefix}campaign:{campaign}"
+
+    def campaign_parts(self, campaign: str) -> str:
+        return f"{self.prefix}campaign:{campaign}:partitions"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.prefix}meta"
+
+    @property
+    def meta_parts(self) -> str:
+        return f"{self.prefix}meta:partitions"
+
+    @property
+    def changes(self) -> str:
+        """Stream of board-change notices (XADD per write), read by the API's live feed."""
+        return f"{self.prefix}changes"
+
+    @property
+    def worker_metrics(self) -> str:
+        """Hash of worker id -> the worker's latest metrics snapshot (JSON)."""
+        return f"{self.prefix}metrics:workers"
+
+    @property
+    def generation(self) -> str:
+        """A token set once per life of the Redis data: gone or changed means data lost."""
+        return f"{self.prefix}generation"
+
+    @property
+    def categories(self) -> str:
+        """Set of every category that has a board (for readers listing boards)."""
+        return f"{self.prefix}categories"
+
+    @property
+    def campaigns(self) -> str:
+        """Set of every campaign that has a board."""
+        return f"{self.prefix}campaigns"

@@ -1,0 +1,115 @@
+"""The changelog writer: a batch's state records, and the sends of everything it produces.
+
+Responsible for:
+
+* encoding the state records of a batch: one per changed account, and the partition's
+  new dedup segments (the newest carrying its progress) and expired ones (tombstones),
+  which it also applies to the segment table;
+* sending records and waiting for the broker's acks, bounded by `PRODUCE_TIMEOUT`,
+  retried on transient failures (streams/worker/retry.py).
+
+Dead letters and re-keyed copies go first: the progress in the changelog says they
+were sent (tests/integration/test_crash_trials.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from dataclasses import replace
+from typing import Any, NamedTuple
+
+from streams.core.aggregate import BatchResult, Outbound, PartitionRuntime
+from streams.core.state import encode_segment, segment_key
+from streams.worker.retry import retrying
+
+#: ids per dedup segment record (keeps each record far below Kafka's 1 MB default)
+SEGMENT_IDS = 5_000
+#: seconds a batch's sends may take before they are sent again: the crash trials caught
+#: a send whose future never resolved, holding every later batch (test_crash_trials.py)
+PRODUCE_TIMEOUT = 20.0
+
+
+class OutboundRecord(NamedTuple):
+    """One record to produce, with an explicit partition or None (the key decides)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int | None
+    headers: list[tuple[str, bytes]] | None
+
+
+#: faust's `producer.send(topic, key, value, partition, timestamp, headers)`: returns
+#: the future of the broker's ack
+Send = Callable[..., Awaitable[Awaitable[Any]]]
+
+
+def outbound_records(outbound: Sequence[Outbound]) -> list[OutboundRecord]:
+    """Dead letters and re-keyed copies as records (partitioned by their key)."""
+    return [OutboundRecord(o.topic, o.key, o.value, None, list(o.headers) or None)
+            for o in outbound]
+
+
+class ChangelogWriter:
+    """Encodes a batch's state records and sends records until the broker has them."""
+
+    def __init__(self, send: Send, accounts_topic: str, partitions_topic: str,
+                 segments: MutableMapping[str, Any],
+                 runtimes: Mapping[int, PartitionRuntime]) -> None:
+        self.send = send
+        self.accounts_topic = accounts_topic
+        self.partitions_topic = partitions_topic
+        #: the partition-state table: segment key -> (partition, Segment, progress | None)
+        self.segments = segments
+        self.runtimes = runtimes
+
+    def records(self, result: BatchResult, now_ms: int) -> list[OutboundRecord]:
+        """The state records of a batch; also applies segment changes to the table."""
+        records = [OutboundRecord(self.accounts_topic, state.account_id.encode(),
+                                  state.encode(), state.partition, None)
+                   for state in result.accounts.values()]
+        for partition in result.partitions:
+            records += self._segments(partition, now_ms)
+        return records
+
+    def _segments(self, partition: int, now_ms: int) -> list[OutboundRecord]:
+        runtime = self.runtimes[partition]
+        progress = runtime.progress
+        records = []
+        sealed = runtime.recent.seal(progress.seq, now_ms, SEGMENT_IDS)
+        progress.seq += len(sealed)
+        for segment in sealed:
+            carried = replace(progress, watermarks=list(progress.watermarks)) \
+                if segment is sealed[-1] else None
+            key = segment_key(partition, segment.seq)
+            records.append(OutboundRecord(self.partitions_topic, key,
+                                          encode_segment(partition, segment, carried),
+                                          partition, None))
+            self.segments[key.decode()] = (partition, segment, carried)
+        for seq in runtime.recent.expire(now_ms):
+            key = segment_key(partition, seq)
+            records.append(OutboundRecord(self.partitions_topic, key, None, partition, None))
+            self.segments.pop(key.decode(), None)
+        return records
+
+    async def persist(self, outbound: list[OutboundRecord],
+                      changelog: list[OutboundRecord]) -> None:
+        """Dead letters and re-keyed copies, then the changelog, each until acked."""
+        await retrying("sending dead letters and re-keyed events",
+                       lambda: self.send_all(outbound))
+        await retrying("writing the changelog", lambda: self.send_all(changelog))
+
+    async def send_all(self, records: list[OutboundRecord]) -> None:
+        """Send all, then wait until the broker has every one (within PRODUCE_TIMEOUT).
+
+        Sending again is safe: state records are absolute, re-keyed copies are
+        recognised by their origin, and dead letters are at-least-once.
+        """
+        async def sent() -> None:
+            futures = [await self.send(r.topic, r.key, r.value, r.partition, None, r.headers)
+                       for r in records]
+            if futures:
+                await asyncio.gather(*futures)
+
+        await asyncio.wait_for(sent(), PRODUCE_TIMEOUT)

@@ -1,0 +1,126 @@
+"""Partition ownership: which partitions this worker applies records for, and their restore.
+
+Responsible for:
+
+* saying whether records of a source partition may be applied (`ready`): only once its
+  runtime is restored, or its tables are read to the end so that it can be
+  (streams/kafka/recovered.py; tests/test_recovered.py);
+* restoring the runtimes of newly owned partitions from the recovered tables, at the
+  recovery signal or at their first batch, and then rewriting their layout in Redis;
+* forgetting revoked partitions.
+
+The previous owner (or this worker, before a crash) may have written the changelog of
+its last batches but not their Redis writes: a replay of those batches changes no state,
+so only the rewrite restores their accounts, decay and campaign totals
+(tests/integration/test_outages.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from typing import Any, Protocol
+
+from streams.core.aggregate import PartitionRuntime, restore_runtime
+from streams.core.dedup import RecentEventIds, Segment
+from streams.core.state import AccountState, PartitionProgress
+from streams.core.windows import Windows
+
+log = logging.getLogger(__name__)
+
+
+class Partitioned(Protocol):
+    """A topic partition, as faust's TP names it."""
+
+    @property
+    def partition(self) -> int: ...
+
+
+class Rewrite(Protocol):
+    async def __call__(self, why: str, partitions: set[int] | None = None) -> object: ...
+
+
+class PartitionOwnership:
+    """The owned partitions' runtimes, restored from the tables once they are read."""
+
+    def __init__(self, runtimes: MutableMapping[int, PartitionRuntime],
+                 accounts: Mapping[str, AccountState],
+                 segments: Mapping[str, tuple[int, Segment, PartitionProgress | None]],
+                 windows: Windows, recent: Callable[[], RecentEventIds],
+                 clock: Callable[[], int], recovered: Callable[[int], bool],
+                 assigned: Callable[[], set[int]], rewrite: Rewrite,
+                 lock: asyncio.Lock) -> None:
+        self.runtimes = runtimes
+        self.accounts = accounts
+        self.segments = segments
+        self.windows = windows
+        self.recent = recent
+        self.clock = clock
+        self.recovered = recovered
+        self.assigned = assigned
+        self.rewrite = rewrite
+        self.lock = lock
+        self._rewrites: set[asyncio.Future[object]] = set()
+
+    def ready(self, tp: Partitioned) -> bool:
+        """May records of this source partition be applied?"""
+        return tp.partition in self.runtimes or self.recovered(tp.partition)
+
+    async def on_recovery(self, *_: Any, **__: Any) -> None:
+        """Tables read: restore the owned partitions now, not at their first batch, so
+        decay and Redis rewrites cover them before any new event arrives. (faust also
+        sends this signal for an assignment a newer one has replaced: only partitions
+        whose tables are read to the end are restored.)"""
+        async with self.lock:
+            found = {p for p in self.assigned() - self.runtimes.keys() if self.recovered(p)}
+            if found:
+                self.restore(found)
+
+    async def forget(self, app: Any, revoked: Iterable[Partitioned], **_: Any) -> None:
+        for tp in revoked:
+            self.runtimes.pop(tp.partition, None)
+
+    def admit(self, batch: Mapping[Any, Sequence[Any]]) -> Mapping[Any, Sequence[Any]]:
+        """The batch's records of owned partitions, restoring those it reaches first.
+
+        The consumer delivers no records before `ready`; a rebalance since then may have
+        taken a partition away or started reading it again: its records are left for the
+        next fetch. Called under the lock.
+        """
+        missing = {tp.partition for tp in batch} - self.runtimes.keys()
+        if not missing:
+            return batch
+        late = {p for p in missing if not self.recovered(p)}
+        if late:
+            log.warning("partitions %s: tables no longer read to the end; "
+                        "their records are left for the next fetch", sorted(late))
+            batch = {tp: recs for tp, recs in batch.items() if tp.partition not in late}
+        self.restore(missing - late)
+        return batch
+
+    def restore(self, partitions: set[int]) -> None:
+        """Rebuild runtimes of newly owned partitions from the recovered tables."""
+        if not partitions:
+            return
+        segments: dict[int, list[tuple[Segment, PartitionProgress | None]]] = {
+            p: [] for p in partitions}
+        for partition, segment, progress in self.segments.values():
+            if partition in segments:
+                segments[partition].append((segment, progress))
+        accounts: dict[int, list[AccountState]] = {p: [] for p in partitions}
+        for state in self.accounts.values():
+            if state.partition in accounts:
+                accounts[state.partition].append(state)
+        clock = self.clock()
+        for p in partitions:
+            self.runtimes[p] = restore_runtime(p, self.recent(), segments[p], accounts[p],
+                                               self.windows, clock)
+            log.info("partition %d: %d accounts, %d events counted so far",
+                     p, len(accounts[p]), self.runtimes[p].progress.events)
+        if any(accounts[p] or self.runtimes[p].progress.events or self.runtimes[p].progress.dlq
+               for p in partitions):
+            task = asyncio.ensure_future(self.rewrite(
+                "partitions recovered from the changelog", partitions))
+            self._rewrites.add(task)
+            task.add_done_callback(self._rewrites.discard)
