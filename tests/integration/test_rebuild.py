@@ -3,8 +3,12 @@
 import subprocess
 import sys
 
+import orjson
+import redis
+
 from streams.core.periods import parse_periods
-from tests.integration.test_event_clock import PERIODS, scenario
+from streams.dev.simulate import CATEGORIES, Message, SimulatedPlatform
+from tests.integration.test_event_clock import PERIODS, START, scenario
 from tests.reference import expected_state
 
 
@@ -45,3 +49,56 @@ def test_rebuild_after_redis_lost_everything_gives_the_same_layout(deploy):
     assert done.returncode == 0, done.stderr
     assert "rebuilt" in done.stdout
     assert layout(d.redis, d.prefix) == before
+
+
+
+def _dump(r, prefix):
+    return {key: r.dump(key) for key in r.scan_iter(f"{prefix}*", count=1000)}
+
+
+def _put_back(r, prefix, dumped):
+    """Redis as an older copy of itself: exactly the keys and values it had then."""
+    r.delete(*r.keys(f"{prefix}*"))
+    for key, value in dumped.items():
+        r.restore(key, 0, value, replace=True)
+
+
+def test_rebuild_without_clear_moves_accounts_off_the_boards_of_an_older_copy(deploy):
+    """Accounts moved between categories; Redis put back to a copy from before the move
+    (each still on its old category's boards); `rankflow rebuild` without --clear."""
+    d = deploy(RANKFLOW_CLOCK="event", RANKFLOW_PERIODS=PERIODS)
+    platform = SimulatedPlatform(seed=5, accounts=60, start_ms=START, step_ms=60_000,
+                                 campaign_share=0.2)
+    first = [*platform.profiles(), *platform.events(3_000)]
+    counts = expected_state([(m.kind, m.key, m.value) for m in first], parse_periods(PERIODS))
+    d.produce(first)
+    worker = d.start_worker()
+    d.wait_counted(counts.counted, counts.dead, timeout=180)
+    d.stop(worker)
+    raw = redis.Redis.from_url(d.settings.redis)  # DUMP values are binary
+    before_move = _dump(raw, d.prefix)
+    old = {a: d.redis.hget(f"{d.prefix}acct:{a}", "category") for a in platform.ids[:10]}
+    moved = {a: next(c for c in CATEGORIES if c != old[a]) for a in old}
+    d.produce([Message("accounts", a.encode(), orjson.dumps(
+        {"account_id": a, "name": f"moved {a}", "category": c, "fans": 10}))
+        for a, c in moved.items()])
+    worker = d.start_worker()
+    d.wait_for(lambda: all(d.redis.hget(f"{d.prefix}acct:{a}", "category") == c
+                           for a, c in moved.items()), 120, "the moves in Redis")
+    d.stop(worker)
+    expected = layout(d.redis, d.prefix)
+
+    _put_back(raw, d.prefix, before_move)
+    windows = ("1h", "24h", "7d", "30d", "all", "2018q1q3")
+    stale = layout(d.redis, d.prefix)
+    assert all(a in dict(stale[f"lb:{w}:cat:{old[a]}"]) for a in moved for w in windows)
+    done = subprocess.run([sys.executable, "-m", "streams.ops.cli", "rebuild", "--quiet"],
+                          env=d.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rebuilt = layout(d.redis, d.prefix)
+    assert sorted(rebuilt) == sorted(expected)
+    assert [key for key in expected if rebuilt[key] != expected[key]] == []
+    for account_id, category in moved.items():
+        for window in windows:
+            assert account_id not in dict(rebuilt[f"lb:{window}:cat:{old[account_id]}"])
+            assert account_id in dict(rebuilt[f"lb:{window}:cat:{category}"])
