@@ -1,0 +1,469 @@
+"""The worker's pieces, each driven through small fakes (no broker, no Redis).
+
+The same pieces run composed on the real stack in tests/integration/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import NamedTuple
+
+import pytest
+import redis.asyncio as aioredis
+
+from streams.core.aggregate import new_runtime
+from streams.core.dedup import RecentEventIds
+from streams.core.ingest import partition_for
+from streams.core.scoring import DEFAULT_SCORING
+from streams.core.state import decode_segment
+from streams.core.updates import BoardUpdate, BoardUpdates
+from streams.sink.rewrite import LayoutRewriter
+from streams.worker import changelog as changelog_module
+from streams.worker.batch_step import BatchStep
+from streams.worker.changelog import ChangelogWriter, OutboundRecord
+from streams.worker.clock import WorkerClock
+from streams.worker.decay import DecayTimer
+from streams.worker.metrics import MetricsReporter, WorkerMetrics
+from streams.worker.order import WriteOrder
+from streams.worker.ownership import PartitionOwnership
+from streams.worker.redis_watch import RedisWatch, RedisWrites
+from streams.worker.retry import retrying
+from tests.helpers import NOW, TOPICS, Core, Log
+
+MINUTE = 60_000
+
+
+class TP(NamedTuple):
+    topic: str
+    partition: int
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def batch_of(log: Log, core: Core) -> dict[TP, list]:
+    """The records `core` has not read yet, keyed by TP."""
+    read = core.read
+    batch = {}
+    for (topic, partition), records in log.records.items():
+        start = read.get((topic, partition), 0)
+        if records[start:]:
+            batch[TP(topic, partition)] = records[start:]
+            read[(topic, partition)] = len(records)
+    return batch
+
+
+# -- WriteOrder ----------------------------------------------------------------------
+
+
+def test_writes_finish_in_the_order_they_were_queued_even_when_the_first_is_slowest():
+    done = []
+
+    async def write(name, delay, fail=False):
+        await asyncio.sleep(delay)
+        done.append(name)
+        if fail:
+            raise OSError(name)
+
+    async def main():
+        order = WriteOrder()
+        first = order.then(write("first", 0.05, fail=True))
+        second = order.then(write("second", 0))
+        third = order.then(write("third", 0.01))
+        await asyncio.wait([first, second, third])
+        assert isinstance(first.exception(), OSError)  # a failure does not hold the rest
+        assert second.exception() is None
+
+    run(main())
+    assert done == ["first", "second", "third"]
+
+
+# -- retry policy -------------------------------------------------------------------
+
+
+def test_transient_failures_are_retried_with_backoff_and_others_stop_the_worker(caplog):
+    delays = []
+    failures = [OSError("refused"), aioredis.ConnectionError("gone"), TimeoutError()] + \
+        [OSError("still")] * 5
+
+    async def sleep(delay):
+        delays.append(delay)
+
+    async def step():
+        if failures:
+            raise failures.pop(0)
+        return "done"
+
+    with caplog.at_level(logging.WARNING):
+        assert run(retrying("writing Redis", step, sleep)) == "done"
+    assert delays == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0]
+    assert "writing Redis failed (refused); retrying in 0.2s" in caplog.text
+
+    async def broken():
+        raise ValueError("a bug, not an outage")
+
+    with pytest.raises(ValueError):
+        run(retrying("writing Redis", broken, sleep))
+
+
+# -- ChangelogWriter ----------------------------------------------------------------
+
+
+class FakeProducer:
+    def __init__(self, hang=False):
+        self.sent: list[tuple] = []
+        self.hang = hang
+
+    async def send(self, topic, key, value, partition, timestamp, headers):
+        self.sent.append((topic, key, value, partition, headers))
+        future = asyncio.get_running_loop().create_future()
+        if not self.hang:
+            future.set_result(None)
+        return future
+
+
+def test_state_records_name_their_partition_and_the_newest_segment_carries_progress():
+    log, core = Log(), Core()
+    for i in range(7):
+        log.event("a", event_id=f"a{i}")
+    log.event("b", event_id="b0")
+    result = core.feed(log)
+    segments: dict = {}
+    writer = ChangelogWriter(FakeProducer().send, "acc-log", "part-log", segments,
+                             core.runtimes)
+    records = writer.records(result, NOW)
+    accounts = [r for r in records if r.topic == "acc-log"]
+    assert sorted(r.key for r in accounts) == [b"a", b"b"]
+    assert all(r.partition == partition_for(r.key.decode(), 4) for r in accounts)
+    parts = [r for r in records if r.topic == "part-log"]
+    assert {r.partition for r in parts} == result.partitions
+    for record in parts:
+        partition, segment, progress = decode_segment(record.value)
+        assert partition == record.partition
+        assert segments[record.key.decode()] == (partition, segment, progress)
+        assert progress is not None and progress.events == core.runtimes[partition].progress.events
+    assert sum(decode_segment(r.value)[2].events for r in parts) == 8
+
+
+def test_expired_dedup_segments_become_tombstones_and_leave_the_table():
+    log, core = Log(partitions=1), Core(partitions=1)
+    core.runtimes[0] = new_runtime(0, RecentEventIds(min_events=1, min_age_ms=0))
+    segments: dict = {}
+    writer = ChangelogWriter(FakeProducer().send, "acc", "part", segments, core.runtimes)
+    log.event("a", event_id="e1")
+    writer.records(core.feed(log), NOW)
+    log.event("a", event_id="e2")
+    records = writer.records(core.feed(log), NOW + MINUTE)
+    tombstones = [r for r in records if r.topic == "part" and r.value is None]
+    assert [r.key for r in tombstones] == [b"0:000000000000"]
+    assert list(segments) == ["0:000000000001"]
+
+
+def test_persist_sends_dead_letters_before_the_changelog_and_waits_for_acks():
+    producer = FakeProducer()
+    writer = ChangelogWriter(producer.send, "acc", "part", {}, {})
+    outbound = [OutboundRecord("events.dlq", b"k", b"bad", None, None)]
+    changelog = [OutboundRecord("acc", b"a", b"state", 3, None)]
+    run(writer.persist(outbound, changelog))
+    assert [s[0] for s in producer.sent] == ["events.dlq", "acc"]
+    assert producer.sent[1][3] == 3
+
+
+def test_a_send_whose_ack_never_comes_times_out(monkeypatch):
+    monkeypatch.setattr(changelog_module, "PRODUCE_TIMEOUT", 0.05)
+    writer = ChangelogWriter(FakeProducer(hang=True).send, "acc", "part", {}, {})
+    with pytest.raises(TimeoutError):
+        run(writer.send_all([OutboundRecord("acc", b"a", b"s", 0, None)]))
+
+
+# -- WorkerClock --------------------------------------------------------------------
+
+
+def test_the_event_clock_is_the_largest_event_time_seen_and_never_moves_back():
+    runtimes = {0: new_runtime(0, RecentEventIds()), 1: new_runtime(1, RecentEventIds())}
+    clock = WorkerClock(True, runtimes)
+    runtimes[0].progress.clock = 5_000
+    runtimes[1].progress.clock = 9_000
+    assert clock() == 9_000
+    del runtimes[1]  # the partition moved away
+    assert clock() == 9_000
+    before = int(time.time() * 1000)
+    assert before <= WorkerClock(False, runtimes)() <= int(time.time() * 1000)
+
+
+# -- PartitionOwnership -------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    async def __call__(self, why, partitions=None):
+        self.calls.append((why, partitions))
+
+
+def ownership_of(core: Core, recovered: set[int], assigned: set[int], rewrite=None):
+    runtimes: dict = {}
+    owner = PartitionOwnership(
+        runtimes, core.accounts, {}, core.windows, RecentEventIds, lambda: NOW,
+        lambda p: p in recovered, lambda: assigned, rewrite or Recorder(), asyncio.Lock())
+    return owner, runtimes
+
+
+def test_records_are_applied_only_for_partitions_whose_tables_are_read():
+    core = Core()
+    owner, runtimes = ownership_of(core, recovered={1}, assigned={1, 2})
+    assert owner.ready(TP("events.view", 1))
+    assert not owner.ready(TP("events.view", 2))
+    batch = {TP("events.view", 1): ["r1"], TP("events.view", 2): ["r2"]}
+
+    async def admit():
+        return owner.admit(batch)
+
+    assert run(admit()) == {TP("events.view", 1): ["r1"]}
+    assert set(runtimes) == {1}
+    assert owner.ready(TP("events.view", 1))
+
+
+def test_a_restored_partition_with_state_is_rewritten_and_an_empty_one_is_not():
+    log, core = Log(), Core()
+    log.event("a", event_id="e1")
+    core.feed(log)
+    pa = partition_for("a", 4)
+    other = next(p for p in range(4) if p != pa)
+    rewrite = Recorder()
+    owner, runtimes = ownership_of(core, recovered={pa, other}, assigned={pa, other},
+                                   rewrite=rewrite)
+
+    async def recover():
+        await owner.on_recovery()
+        await asyncio.sleep(0)
+
+    run(recover())
+    assert set(runtimes) == {pa, other}
+    assert rewrite.calls == [("partitions recovered from the changelog", {pa, other})]
+    rewrite.calls.clear()
+    owner.restore({other + 4})  # nothing recovered for it: no rewrite
+    assert rewrite.calls == []
+    run(owner.forget(None, [TP("events.view", pa)]))
+    assert set(runtimes) == {other, other + 4}
+
+
+def test_recovery_of_a_replaced_assignment_restores_only_what_is_read_and_assigned():
+    core = Core()
+    owner, runtimes = ownership_of(core, recovered={0, 5}, assigned={0, 1})
+    run(owner.on_recovery())
+    assert set(runtimes) == {0}
+
+
+# -- DecayTimer and LayoutRewriter --------------------------------------------------
+
+
+class Submitted:
+    def __init__(self):
+        self.updates: list[BoardUpdate] = []
+
+    async def __call__(self, update):
+        self.updates.append(update)
+
+
+def test_decay_rescores_exactly_the_accounts_whose_bucket_left_a_window():
+    log, core = Log(), Core()
+    log.event("a", event_id="a1", ts=NOW - 30 * MINUTE)
+    log.event("b", event_id="b1", ts=NOW - 5 * MINUTE)
+    core.feed(log)
+    submitted, metrics = Submitted(), WorkerMetrics()
+    updates = BoardUpdates(core.windows, DEFAULT_SCORING, core.runtimes)
+    now = [NOW]
+    decay = DecayTimer(core.runtimes, core.accounts, updates, lambda: now[0], submitted,
+                       asyncio.Lock(), metrics)
+    now[0] = NOW + 31 * MINUTE  # a's minute left the 1h window; b's did not
+    run(decay.tick())
+    (update,) = submitted.updates
+    assert [v.account_id for v in update.views] == ["a"]
+    assert update.views[0].windows["1h"].views == 0
+    assert update.views[0].windows["24h"].views == 1
+    assert set(update.partitions) == set(core.runtimes)
+    assert metrics.decayed == 1
+    run(decay.tick())
+    assert submitted.updates[1].views == []
+
+
+def test_a_rewrite_goes_in_chunks_of_owned_accounts_each_looking_up_its_listed_category():
+    log, core = Log(), Core()
+    for name in ("a", "b", "c", "d", "e"):
+        log.profile(name, category="media")
+        log.event(name, event_id=f"{name}1", campaign="spring")
+    core.feed(log)
+    gone = partition_for("e", 4)
+    owned = {p: r for p, r in core.runtimes.items() if p != gone}
+    submitted = Submitted()
+    rewriter = LayoutRewriter(core.accounts, owned,
+                              BoardUpdates(core.windows, DEFAULT_SCORING, owned),
+                              lambda: NOW, submitted, asyncio.Lock(), chunk=2)
+    expected = sorted(a for a in "abcde" if partition_for(a, 4) != gone)
+    assert run(rewriter.rewrite("test")) == len(expected)
+    *chunks, totals = submitted.updates
+    assert [len(u.views) for u in chunks] == [2] * (len(expected) // 2) + \
+        [1] * (len(expected) % 2)
+    assert sorted(v.account_id for u in chunks for v in u.views) == expected
+    assert all(u.profiles == {v.account_id for v in u.views} for u in chunks)
+    assert totals.views == [] and set(totals.partitions) == set(owned)
+    assert {c for _, c in totals.campaigns} == {"spring"}
+    assert {p for p, _ in totals.campaigns} == {partition_for(a, 4) for a in expected}
+
+
+def test_a_rewrite_of_named_partitions_writes_only_their_accounts():
+    log, core = Log(), Core()
+    for name in ("a", "b", "c", "d"):
+        log.event(name, event_id=f"{name}1")
+    core.feed(log)
+    submitted = Submitted()
+    rewriter = LayoutRewriter(core.accounts, core.runtimes,
+                              BoardUpdates(core.windows, DEFAULT_SCORING, core.runtimes),
+                              lambda: NOW, submitted, asyncio.Lock(), chunk=100)
+    pa = partition_for("a", 4)
+    run(rewriter.rewrite("test", {pa}))
+    assert {v.account_id for v in submitted.updates[0].views} == {
+        a for a in "abcd" if partition_for(a, 4) == pa}
+
+
+# -- RedisWrites and RedisWatch -----------------------------------------------------
+
+
+class FakeStore:
+    def __init__(self, token="g1"):
+        self.token = token
+        self.written: list[BoardUpdate] = []
+        self.fail_reads = False
+
+    async def generation(self):
+        if self.fail_reads:
+            raise aioredis.ConnectionError("down")
+        return self.token
+
+    async def claim_generation(self):
+        if self.token is None:
+            self.token = "claimed"
+        return self.token
+
+    async def write(self, update):
+        self.written.append(update)
+
+
+EMPTY = BoardUpdate([], set(), {}, {}, 0, 0)
+
+
+def test_the_first_write_adopts_the_generation_in_force_or_claims_one():
+    store = FakeStore(token=None)
+    writes = RedisWrites(store)
+    run(writes.write(EMPTY))
+    assert writes.generation == "claimed" and store.written == [EMPTY]
+    kept = FakeStore(token="older")
+    writes = RedisWrites(kept)
+    run(writes.write(EMPTY))
+    assert writes.generation == "older"
+
+
+def test_a_lost_generation_marker_is_claimed_again_and_the_layout_rewritten(caplog):
+    store = FakeStore()
+    writes = RedisWrites(store)
+    rewrite = Recorder()
+    watch = RedisWatch(writes, rewrite)
+    run(watch.check())  # nothing written yet: adopt only
+    assert writes.generation == "g1" and rewrite.calls == []
+    run(watch.check())
+    assert rewrite.calls == []
+    store.token = None  # FLUSHALL
+    with caplog.at_level(logging.WARNING):
+        run(watch.check())
+    assert rewrite.calls == [("Redis lost its data", None)]
+    assert writes.generation == "claimed"
+    assert "Redis has lost its data" in caplog.text
+    store.fail_reads = True
+    run(watch.check())  # Redis away: a warning, no rewrite
+    assert len(rewrite.calls) == 1
+
+
+# -- MetricsReporter ----------------------------------------------------------------
+
+
+def test_each_batch_is_counted_with_the_lag_after_it_and_publishing_survives_redis_away():
+    published = []
+
+    async def publish(worker, snapshot):
+        if published:
+            raise aioredis.ConnectionError("down")
+        published.append((worker, snapshot))
+
+    metrics = WorkerMetrics(worker="w1")
+    reporter = MetricsReporter(metrics, lambda batch: {tp: 7 for tp in batch}, publish, {})
+    batch = {TP("events.view", 0): [1, 2, 3], TP("events.like", 1): [4]}
+    reporter.count(batch, counted=3, dead_lettered=1)
+    assert (metrics.batches, metrics.records, metrics.events, metrics.dead_letters) == \
+        (1, 4, 3, 1)
+    assert metrics.lag == {"events.view:0": 7, "events.like:1": 7}
+    run(reporter.publish())
+    run(reporter.publish())
+    assert published[0][0] == "w1" and b'"events":3' in published[0][1]
+
+
+# -- BatchStep ----------------------------------------------------------------------
+
+
+class FakeChangelog:
+    def __init__(self, writer: ChangelogWriter, calls: list):
+        self.writer = writer
+        self.calls = calls
+
+    def records(self, result, now_ms):
+        return self.writer.records(result, now_ms)
+
+    async def persist(self, outbound, changelog):
+        await asyncio.sleep(0.01)
+        self.calls.append(("kafka", [r.topic for r in outbound], len(changelog)))
+
+
+def test_a_batch_is_applied_once_and_its_writes_go_out_in_batch_order():
+    log, core = Log(), Core()
+    calls: list = []
+
+    async def write_redis(update):
+        calls.append(("redis", sorted(v.account_id for v in update.views)))
+
+    class AdmitAll:
+        def admit(self, batch):
+            return batch
+
+    metrics = WorkerMetrics()
+    reporter = MetricsReporter(metrics, lambda batch: {}, Submitted(), core.accounts)
+    updates = BoardUpdates(core.windows, DEFAULT_SCORING, core.runtimes)
+    clock = WorkerClock(False, core.runtimes)
+    lock = asyncio.Lock()
+    decay = DecayTimer(core.runtimes, core.accounts, updates, clock, Submitted(), lock,
+                       metrics)
+    changelog = FakeChangelog(ChangelogWriter(FakeProducer().send, "acc", "part", {},
+                                              core.runtimes), calls)
+    step = BatchStep(AdmitAll(), core.aggregator, decay, changelog, updates, write_redis,
+                     WriteOrder(), reporter, clock, lock)
+
+    async def main():
+        log.event("a", event_id="a1")
+        log.event("b", event_id="b1")
+        log.append(TOPICS.event("view"), b"a", b"not json")
+        first = await step(batch_of(log, core))
+        log.event("c", event_id="c1")
+        second = await step(batch_of(log, core))
+        await asyncio.gather(first, second)
+
+    run(main())
+    pa, pb = partition_for("a", 4), partition_for("b", 4)
+    assert calls[0] == ("redis", ["a", "b"])
+    assert calls[1] == ("kafka", ["events.dlq"], 2 + len({pa, pb}))  # accounts, segments
+    assert calls[2] == ("redis", ["c"])
+    assert calls[3][0] == "kafka"
+    assert (metrics.batches, metrics.events, metrics.dead_letters) == (2, 3, 1)
+    assert sum(r.progress.events for r in core.runtimes.values()) == 3
