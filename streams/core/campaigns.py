@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from streams.core.scoring import AccountView
-from streams.core.windows import EVENTS
+from streams.core.windows import EVENTS, LIKES, UPLOADS, VIEWS
+
+#: the fields of a campaign's sums in one window, in their order (`rf:campaign:{c}`)
+CAMPAIGN_FIELDS = ("views", "likes", "uploads", "accounts")
 
 
 @dataclass(slots=True)
@@ -26,7 +29,8 @@ class CampaignTotals:
         changed = set()
         for campaign, windows in view.campaigns.items():
             key = (view.account_id, campaign)
-            new = {w: [s[0], s[1], s[2], 1 if s[EVENTS] > 0 else 0] for w, s in windows.items()}
+            new = {w: [s[VIEWS], s[LIKES], s[UPLOADS], 1 if s[EVENTS] > 0 else 0]
+                   for w, s in windows.items()}
             old = self._contributions.get(key, {})
             if new == old:
                 continue
@@ -35,7 +39,7 @@ class CampaignTotals:
                 before = old.get(window, [0, 0, 0, 0])
                 after = new.get(window, [0, 0, 0, 0])
                 sums = totals.setdefault(window, [0, 0, 0, 0])
-                for i in range(4):
+                for i in range(len(CAMPAIGN_FIELDS)):
                     sums[i] += after[i] - before[i]
             self._contributions[key] = new
             changed.add(campaign)

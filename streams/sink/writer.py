@@ -21,6 +21,7 @@ from pathlib import Path
 import orjson
 import redis.asyncio as aioredis
 
+from streams.core.campaigns import CAMPAIGN_FIELDS
 from streams.core.scoring import AccountView
 from streams.core.updates import BoardUpdate
 from streams.core.windows import VIEWS, Windows
@@ -178,8 +179,7 @@ class RedisBoardWriter:
         args: list[str | int] = [partition]
         for window in self.windows.ids:
             sums = totals.get(window, (0, 0, 0, 0))
-            for name, value in zip(("views", "likes", "uploads", "accounts"), sums,
-                                   strict=True):
+            for name, value in zip(CAMPAIGN_FIELDS, sums, strict=True):
                 args += [f"{window}.{name}", value]
         keys = [self.keys.campaign_parts(campaign), self.keys.campaign(campaign)]
         await self._sum_parts(keys=keys, args=args, client=pipe)
