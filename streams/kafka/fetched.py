@@ -37,7 +37,8 @@ async def fetched_round(fetcher: Any, partitions: Collection[TP] | None,
     `max_records`: the batch topics never starve table recovery.
     """
     taken, left = take_fetched(fetcher, partitions or (), topics, max_records)
-    others = {tp for tp in (fetcher._records if partitions is None else partitions)
+    others = {tp for tp in (fetcher._records  # noqa: SLF001 (ledger: Fetcher._records)
+                            if partitions is None else partitions)
               if tp.topic not in topics} | left
     rest = await fetcher.fetched_records(others, timeout=0, max_records=max_records) \
         if others else {}
@@ -57,7 +58,7 @@ def take_fetched(fetcher: Any, partitions: Collection[TP], topics: Collection[st
     taken: dict[TP, list[Any]] = {}
     left: set[TP] = set()
     count = 0
-    buffered = fetcher._records
+    buffered = fetcher._records  # noqa: SLF001 (ledger: Fetcher._records)
     for tp in list(buffered):
         if tp.topic not in topics or (partitions and tp not in partitions):
             continue
@@ -67,27 +68,29 @@ def take_fetched(fetcher: Any, partitions: Collection[TP], topics: Collection[st
         if type(result) is not FetchResult:  # a fetch error: fetched_records raises it
             left.add(tp)
             continue
-        records = result._partition_records
+        records = result._partition_records  # noqa: SLF001 (ledger: FetchResult._partition_records)
         if records is not None and not _unread(records):
             left.add(tp)
             continue
         if records is not None and result.check_assignment(tp):
             unpacked = _unpacked(tp, records)
-            result._update_position()
+            result._update_position()  # noqa: SLF001 (ledger: FetchResult._update_position)
             if unpacked:
                 taken[tp] = unpacked
                 count += len(unpacked)
-        result._partition_records = None
+        result._partition_records = None  # noqa: SLF001 (ledger: FetchResult._partition_records)
         del buffered[tp]
-        fetcher._notify(fetcher._wait_consume_future)
+        fetcher._notify(  # noqa: SLF001 (ledger: Fetcher._notify)
+            fetcher._wait_consume_future)  # noqa: SLF001 (ledger: Fetcher._wait_consume_future)
     return taken, left
 
 
 def _unread(records: Any) -> bool:
     """A `PartitionRecords` that `_unpacked` reads as `getall` would: not begun, and
     not a transactional read (aborted transactions are `getall`'s to skip)."""
-    iterator = records._records_iterator
-    return (records._isolation_level == READ_UNCOMMITTED and iterator is not None
+    iterator = records._records_iterator  # noqa: SLF001 (ledger: _records_iterator)
+    return (records._isolation_level  # noqa: SLF001 (ledger: PartitionRecords._isolation_level)
+            == READ_UNCOMMITTED and iterator is not None
             and getgeneratorstate(iterator) == GEN_CREATED)
 
 
@@ -96,8 +99,8 @@ def _unpacked(tp: TP, records: Any) -> list[Any]:
     `_unpack_records` yields them (control batches skipped), without a ConsumerRecord
     each; advances its `next_fetch_offset` past the last batch."""
     out: list[Any] = []
-    batches = records._records
-    check_crcs = records._check_crcs
+    batches = records._records  # noqa: SLF001 (ledger: PartitionRecords._records)
+    check_crcs = records._check_crcs  # noqa: SLF001 (ledger: PartitionRecords._check_crcs)
     start = records.next_fetch_offset
     while batches.has_next():
         batch = batches.next_batch()

@@ -1,7 +1,8 @@
 """A faust transport that hands whole fetched record batches to one batch handler.
 
 Stock faust delivers every Kafka message on its own (a Message object, a channel
-queue, a stream step, an ack): about 70 µs of CPU each. rankflow's topics are instead
+queue, a stream step, an ack), which costs more CPU than rankflow's own work on an event
+(figures in docs/performance.md). rankflow's topics are instead
 delivered as the record batches aiokafka fetched, to `BatchConductor.batch_handler`.
 Everything else stays faust's: the consumer group, partition assignment, table
 recovery (changelog topics still take the per-message path), offset commits.
@@ -110,7 +111,7 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # read by AIOKafkaConsumer.start(), which creates the fetcher
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # noqa: SLF001 (ledger: _fetch_max_wait_ms)
         return consumer
 
     async def _fetch_records(self, consumer: Any, active_partitions: set[TP] | None,
@@ -120,21 +121,27 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         record objects (streams/fetched.py); the rest as faust takes them."""
         if not self.consumer.flow_active:
             return {}
-        fetcher = consumer._fetcher
-        if consumer._closed or fetcher._closed:
+        fetcher = consumer._fetcher  # noqa: SLF001 (ledger: AIOKafkaConsumer._fetcher)
+        if (consumer._closed  # noqa: SLF001 (ledger: AIOKafkaConsumer._closed)
+                or fetcher._closed):  # noqa: SLF001 (ledger: Fetcher._closed)
             raise ConsumerStoppedError()
-        batch_topics = self.consumer._conductor.batch_topics  # type: ignore[attr-defined]
+        batch_consumer: Any = self.consumer  # a BatchConsumer; faust types it ConsumerT
+        conductor = batch_consumer._conductor  # noqa: SLF001 (ledger: BatchConsumer._conductor)
+        batch_topics = conductor.batch_topics
         deadline = time.monotonic() + (timeout or 0.0)
-        with fetcher._subscriptions.fetch_context():
+        subscriptions = fetcher._subscriptions  # noqa: SLF001 (ledger: Fetcher._subscriptions)
+        with subscriptions.fetch_context():
             while True:
-                if fetcher._subscriptions.reassignment_in_progress:
-                    await fetcher._subscriptions.wait_for_assignment()
+                if subscriptions.reassignment_in_progress:
+                    await subscriptions.wait_for_assignment()
                 records = await fetched_round(fetcher, active_partitions, batch_topics,
                                               max_records)
                 remaining = deadline - time.monotonic()
-                if records or remaining <= 0 or fetcher._closed:
+                if (records or remaining <= 0
+                        or fetcher._closed):  # noqa: SLF001 (ledger: Fetcher._closed)
                     return records
-                waiter = fetcher._create_fetch_waiter()
+                waiter = (fetcher  # noqa: SLF001 (ledger: Fetcher._create_fetch_waiter)
+                          ._create_fetch_waiter())
                 done, _ = await asyncio.wait([waiter], timeout=remaining)
                 if not done:
                     waiter.cancel()
@@ -170,7 +177,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def _drain_messages(self, fetcher: Service) -> None:  # type: ignore[override]
         conductor = self._conductor
-        fetcher_stopped = fetcher._stopped.is_set
+        fetcher_stopped = fetcher._stopped.is_set  # noqa: SLF001 (ledger: Service._stopped)
         try:
             while not (self.should_stop or fetcher_stopped()):
                 records, active = await self._fetch()
@@ -246,7 +253,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         thread = self._thread
 
         async def rewind() -> None:
-            consumer = thread._ensure_consumer()
+            consumer = thread._ensure_consumer()  # noqa: SLF001 (ledger: _ensure_consumer)
             for tp, (first, after) in dropped.items():
                 try:
                     position = await consumer.position(tp)
