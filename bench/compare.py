@@ -40,11 +40,12 @@ import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from naive import run_naive
-from replay import delete_keys, run_worker, stop
+from replay import delete_keys, run_worker
 from tqdm import tqdm
 
 from streams.core.ingest import partition_for
 from streams.core.topics import ACCOUNT_TABLE, Topics
+from streams.dev.processes import WorkerProcess
 from streams.dev.simulate import SimulatedPlatform, produce
 from streams.kafka.admin import create_topics
 from streams.kafka.admin import delete_topics as delete_deployment_topics
@@ -191,8 +192,6 @@ async def live_load(settings: Settings, topics: Topics, rate: float, seconds: fl
 def latency_run(settings: Settings, rate: float, seconds: float, accounts: int,
                 name: str) -> dict[str, float]:
     """A fresh worker fed live at `rate`; the probe's production-to-Redis latencies."""
-    import subprocess
-
     app_id = f"{name}-live"
     os.environ["RANKFLOW_TOPIC_PREFIX"] = f"{app_id}."
     live = load_settings()
@@ -201,28 +200,26 @@ def latency_run(settings: Settings, rate: float, seconds: float, accounts: int,
     client = redis_client(live, asyncio=False, decode_responses=True)
     probe = ProbeTimer(client, f"{app_id}:acct:{PROBE}")
     log = HERE / f"{app_id}-worker.log"
-    with log.open("wb") as out:
-        worker = subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "worker"], env=env,
-                                  stdout=out, stderr=subprocess.STDOUT)
-        try:
-            # warm up: the worker has joined its group once a first event shows in Redis
-            asyncio.run(produce(live.bootstrap_servers, topics, iter(
-                SimulatedPlatform(seed=1, accounts=10, start_ms=int(time.time() * 1000))
-                .events(10, live=True)), 10, progress=False,
-                kafka_options=kafka_client_options(live)))
-            deadline = time.monotonic() + 120
-            while not client.hget(f"{app_id}:meta", "events"):
-                if time.monotonic() > deadline or worker.poll() is not None:
-                    raise SystemExit(f"the live worker did not start; see {log}")
-                time.sleep(0.1)
-            probe.thread.start()
-            sent = asyncio.run(live_load(live, topics, rate, seconds, probe, accounts))
-            time.sleep(3)
-            probe.stop.set()
-            probe.thread.join()
-        finally:
-            stop(worker)
-            delete_keys(client, f"{app_id}:")
+    worker = WorkerProcess(env, log)
+    try:
+        # warm up: the worker has joined its group once a first event shows in Redis
+        asyncio.run(produce(live.bootstrap_servers, topics, iter(
+            SimulatedPlatform(seed=1, accounts=10, start_ms=int(time.time() * 1000))
+            .events(10, live=True)), 10, progress=False,
+            kafka_options=kafka_client_options(live)))
+        deadline = time.monotonic() + 120
+        while not client.hget(f"{app_id}:meta", "events"):
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise SystemExit(f"the live worker did not start; see {log}")
+            time.sleep(0.1)
+        probe.thread.start()
+        sent = asyncio.run(live_load(live, topics, rate, seconds, probe, accounts))
+        time.sleep(3)
+        probe.stop.set()
+        probe.thread.join()
+    finally:
+        worker.stop()
+        delete_keys(client, f"{app_id}:")
     log.unlink()
     got = sorted(probe.latencies_ms)
     if not got:

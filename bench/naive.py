@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import logging
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,12 +32,13 @@ import faust
 import redis
 import redis.asyncio as aioredis
 from pydantic import ValidationError
-from replay import cpu_seconds, delete_keys, peak_rss_mb, stop
+from replay import delete_keys
 
 from schemas.events import EVENT_KINDS, EVENT_MODELS, ID_PATTERN, EventBase, EventKind, Profile
 from streams.core.ingest import dead_letter
 from streams.core.scoring import influence_index, scoring_config
 from streams.core.topics import Topics
+from streams.dev.processes import WorkerProcess
 from streams.kafka.admin import create_topics, delete_topics
 from streams.ops.settings import Settings, load_settings
 
@@ -299,24 +299,24 @@ def run_naive(env: dict[str, str], expected: int, prefix: str, client: redis.Red
     log_path = HERE / f"{env.get('RANKFLOW_APP_ID', 'rankflow')}-naive-worker.log"
     env = {"PYTHONPATH": str(HERE.parent), **env}
     started = time.monotonic()
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "worker"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
-        done, first_seen = 0, None
-        try:
-            while done < expected and time.monotonic() - started < timeout:
-                time.sleep(0.05)
-                if proc.poll() is not None:
-                    raise SystemExit(f"the naive worker exited ({proc.returncode}); "
-                                     f"see {log_path}")
-                meta: dict[str, str] = client.hgetall(f"{prefix}meta")  # type: ignore[assignment]
-                done = int(meta.get("events", 0)) + int(meta.get("dlq", 0))
-                if done and first_seen is None:
-                    first_seen = time.monotonic()
-            elapsed = time.monotonic() - started
-            rss, cpu = peak_rss_mb(proc.pid), cpu_seconds(proc.pid)
-        finally:
-            stop(proc)
+    proc = WorkerProcess(env, log_path,
+                         argv=[sys.executable, str(Path(__file__).resolve()), "worker"])
+    done, first_seen = 0, None
+    try:
+        while done < expected and time.monotonic() - started < timeout:
+            time.sleep(0.05)
+            if proc.poll() is not None:
+                raise SystemExit(f"the naive worker exited ({proc.returncode}); "
+                                 f"see {log_path}")
+            meta: dict[str, str] = client.hgetall(f"{prefix}meta")  # type: ignore[assignment]
+            done = int(meta.get("events", 0)) + int(meta.get("dlq", 0))
+            if done and first_seen is None:
+                first_seen = time.monotonic()
+        elapsed = time.monotonic() - started
+        usage = proc.usage()
+        rss, cpu = usage.peak_rss_mb, usage.cpu_seconds
+    finally:
+        proc.stop()
     log_path.unlink()
     startup = (first_seen or started) - started
     if not keep_keys:

@@ -46,9 +46,10 @@ from typing import Any
 
 import redis
 from compare import delete_topics, fresh_env
-from replay import delete_keys, stop
+from replay import delete_keys
 
 from streams.core.topics import Topics
+from streams.dev.processes import WorkerProcess
 from streams.dev.simulate import Message, SimulatedPlatform, produce
 from streams.ops.connections import kafka_client_options, redis_client
 from streams.ops.settings import load_settings
@@ -171,7 +172,7 @@ def main() -> int:
     logfile = HERE / f"{name}-worker.log"
     results: dict[str, Any] = {"accounts_simulated": args.accounts, "events": args.events,
                                "seed": args.seed, "partitions": settings.partitions}
-    worker: subprocess.Popen[bytes] | None = None
+    worker: WorkerProcess | None = None
     ok = False
     try:
         sim = SimulatedPlatform(seed=args.seed, accounts=args.accounts,
@@ -190,9 +191,7 @@ def main() -> int:
         print(f"{len(with_events):,} of {args.accounts:,} accounts have events "
               f"(the others stand on the boards by their profile)")
 
-        with logfile.open("wb") as out:
-            worker = subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "worker"],
-                                      env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        worker = WorkerProcess(env, logfile, cwd=ROOT)
         load_s, accounts = wait_loaded(client, prefix, args.events, worker, args.timeout)
         results["accounts"] = accounts
         results["seconds_to_load"] = round(load_s, 1)
@@ -225,7 +224,7 @@ def main() -> int:
         results["after_worker_rewrite"] = compare_layout(before, layout(client, prefix))
 
         # loss 2: worker stopped, `rankflow rebuild` from the changelogs
-        stop(worker)
+        worker.stop()
         delete_keys(client, prefix)
         started = time.monotonic()
         done = subprocess.run([sys.executable, "-m", "streams.ops.cli", "rebuild", "--quiet"],
@@ -243,7 +242,7 @@ def main() -> int:
         ok = True
     finally:
         if worker is not None:
-            stop(worker)
+            worker.stop()
         keys = delete_keys(client, prefix)
         names = asyncio.run(delete_topics(settings, name))
         print(f"cleaned up: {keys:,} Redis keys, {len(names)} topics of {name}")

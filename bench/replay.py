@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from itertools import chain
@@ -28,29 +27,12 @@ from pathlib import Path
 import redis
 
 from streams.core.topics import Topics
+from streams.dev.processes import WorkerProcess
 from streams.dev.simulate import SimulatedPlatform, produce
 from streams.kafka.admin import create_topics, delete_topics
 from streams.ops.settings import load_settings
 
 HERE = Path(__file__).resolve().parent
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a worker as an operator would (SIGTERM), killing it if it hangs a minute."""
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def delete_keys(client: redis.Redis, prefix: str, last: str | None = None) -> int:
@@ -62,37 +44,28 @@ def delete_keys(client: redis.Redis, prefix: str, last: str | None = None) -> in
     return len(keys) + (int(client.delete(last)) if last else 0)  # type: ignore[arg-type]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (a figure that contention leaves alone)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_worker(env: dict[str, str], expected: int, prefix: str,
                client: redis.Redis) -> dict[str, float]:
     """One cold start until `expected` messages are counted; its timings and RSS."""
     log = HERE / f"{env['RANKFLOW_APP_ID']}-worker.log"
     started = time.monotonic()
-    with log.open("wb") as out:
-        # run from the code folder: `-m` puts the working directory first on sys.path
-        worker = subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "worker"], env=env,
-                                  cwd=env.get("PYTHONPATH"), stdout=out,
-                                  stderr=subprocess.STDOUT)
-        done, first_seen = 0, None
-        try:
-            while done < expected:
-                time.sleep(0.05)
-                if worker.poll() is not None:
-                    raise SystemExit(f"the worker exited ({worker.returncode}); see {log}")
-                meta: dict[str, str] = client.hgetall(f"{prefix}meta")  # type: ignore[assignment]
-                done = int(meta.get("events", 0)) + int(meta.get("dlq", 0))
-                if done and first_seen is None:
-                    first_seen = time.monotonic()
-            elapsed = time.monotonic() - started
-            rss = peak_rss_mb(worker.pid)
-            cpu = cpu_seconds(worker.pid)
-        finally:
-            stop(worker)
+    # run from the code folder: `-m` puts the working directory first on sys.path
+    worker = WorkerProcess(env, log, cwd=env.get("PYTHONPATH"))
+    done, first_seen = 0, None
+    try:
+        while done < expected:
+            time.sleep(0.05)
+            if worker.poll() is not None:
+                raise SystemExit(f"the worker exited ({worker.returncode}); see {log}")
+            meta: dict[str, str] = client.hgetall(f"{prefix}meta")  # type: ignore[assignment]
+            done = int(meta.get("events", 0)) + int(meta.get("dlq", 0))
+            if done and first_seen is None:
+                first_seen = time.monotonic()
+        elapsed = time.monotonic() - started
+        usage = worker.usage()
+        rss, cpu = usage.peak_rss_mb, usage.cpu_seconds
+    finally:
+        worker.stop()
     log.unlink()
     startup = (first_seen or started) - started
     delete_keys(client, prefix)

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 from itertools import chain
@@ -27,9 +26,10 @@ from typing import Any
 
 import redis
 from compare import fresh_env
-from replay import delete_keys, peak_rss_mb, stop
+from replay import delete_keys
 
 from streams.core.topics import Topics
+from streams.dev.processes import WorkerProcess
 from streams.dev.simulate import SimulatedPlatform, produce
 from streams.kafka.admin import create_topics, delete_topics
 from streams.ops.connections import kafka_client_options, redis_client
@@ -44,9 +44,7 @@ def run_workers(n: int, env: dict[str, str], expected: int, prefix: str,
     """Cold-start `n` workers in one group until `expected` messages are counted."""
     logs = [HERE / f"{env['RANKFLOW_APP_ID']}-worker{i}.log" for i in range(n)]
     started = time.monotonic()
-    workers = [subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "worker"], env=env,
-                                cwd=str(HERE.parent), stdout=log.open("wb"),
-                                stderr=subprocess.STDOUT) for log in logs]
+    workers = [WorkerProcess(env, log, cwd=HERE.parent) for log in logs]
     try:
         done = 0
         while done < expected:
@@ -57,13 +55,13 @@ def run_workers(n: int, env: dict[str, str], expected: int, prefix: str,
             meta: dict[str, str] = client.hgetall(f"{prefix}meta")  # type: ignore[assignment]
             done = int(meta.get("events", 0)) + int(meta.get("dlq", 0))
         elapsed = time.monotonic() - started
-        rss = [peak_rss_mb(w.pid) for w in workers]
+        rss = [w.usage().peak_rss_mb for w in workers]
         time.sleep(2)  # let the last writes of the other worker land
     finally:
         for worker in workers:
             worker.terminate()
         for worker in workers:
-            stop(worker)
+            worker.stop()
     for log in logs:
         log.unlink()
     return {"workers": n, "eps": expected / elapsed, "seconds": elapsed, "rss_mb": rss}

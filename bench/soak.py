@@ -38,11 +38,12 @@ import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from compare import delete_topics, fresh_env, live_load
-from replay import cpu_seconds, delete_keys, peak_rss_mb, stop
+from replay import delete_keys
 from tqdm import tqdm
 
 from schemas.events import EVENT_KINDS
 from streams.core.topics import Topics
+from streams.dev.processes import WorkerProcess
 from streams.dev.simulate import SimulatedPlatform, produce
 from streams.ops.connections import kafka_client_options, redis_client
 from streams.ops.settings import Settings, load_settings
@@ -57,17 +58,10 @@ WARM_UP_EVENTS = 10
 log = logging.getLogger("soak")
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 class Sampler:
     """Samples the deployment every SAMPLE_EVERY_S from a thread, until `stop` is set."""
 
-    def __init__(self, client: redis.Redis, prefix: str, worker: subprocess.Popen[bytes],
+    def __init__(self, client: redis.Redis, prefix: str, worker: WorkerProcess,
                  base: int, bar: tqdm) -> None:
         self.client, self.prefix, self.worker, self.base, self.bar = \
             client, prefix, worker, base, bar
@@ -94,11 +88,13 @@ class Sampler:
     def sample(self, phase: str = "load") -> dict[str, Any]:
         produced = self.produced
         counted = self.counted()
+        worker_lag = self.worker_lag()
+        usage = self.worker.usage()
         sample = {"t_s": round(time.monotonic() - self.started, 2), "phase": phase,
                   "produced": produced, "counted": counted, "lag": produced - counted,
-                  "worker_lag": self.worker_lag(),
-                  "rss_mb": round(rss_mb(self.worker.pid), 1),
-                  "worker_cpu_s": round(cpu_seconds(self.worker.pid), 2),
+                  "worker_lag": worker_lag,
+                  "rss_mb": round(usage.rss_mb, 1),
+                  "worker_cpu_s": round(usage.cpu_seconds, 2),
                   "producer_cpu_s": round(time.process_time(), 2)}
         self.samples.append(sample)
         log.debug("sample %s", sample)
@@ -120,12 +116,6 @@ class Sampler:
                 return
             if self.stop.wait(max(0.0, self.started + n * SAMPLE_EVERY_S - time.monotonic())):
                 return
-
-
-def start_worker(env: dict[str, str], logfile: Path) -> subprocess.Popen[bytes]:
-    with logfile.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "worker"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
 
 
 def warm_up(settings: Settings, topics: Topics, accounts: int, client: redis.Redis,
@@ -266,7 +256,7 @@ def main() -> int:
     seconds = args.minutes * 60
     log.info("deployment %s: %d partitions, worker log %s", app_id, settings.partitions,
              logfile)
-    worker = start_worker(env, logfile)
+    worker = WorkerProcess(env, logfile)
     ok, catch_up_s = False, None
     try:
         base = warm_up(settings, topics, args.accounts, client, prefix, worker, logfile)
@@ -279,13 +269,13 @@ def main() -> int:
         def on_sent(total: int) -> None:
             sampler.produced = total
 
-        cpu0 = (cpu_seconds(worker.pid), time.process_time())
+        cpu0 = (worker.usage().cpu_seconds, time.process_time())
         started = sampler.started = time.monotonic()
         sampler.thread.start()
         sent = asyncio.run(live_load(settings, topics, args.rate, seconds, None,
                                      args.accounts, on_sent))
         load_s = time.monotonic() - started
-        load_cpu = (cpu_seconds(worker.pid) - cpu0[0], time.process_time() - cpu0[1])
+        load_cpu = (worker.usage().cpu_seconds - cpu0[0], time.process_time() - cpu0[1])
         sampler.produced = sent
         sampler.stop.set()
         sampler.thread.join()
@@ -309,10 +299,10 @@ def main() -> int:
         in_kafka = asyncio.run(events_in_kafka(settings, topics)) - WARM_UP_EVENTS
         if in_kafka != sent:
             log.warning("%s events sent, %s in Kafka", f"{sent:,}", f"{in_kafka:,}")
-        peak = peak_rss_mb(worker.pid)
+        peak = worker.usage().peak_rss_mb
         ok = True
     finally:
-        stop(worker)
+        worker.stop()
         keys = delete_keys(client, prefix)
         names = asyncio.run(delete_topics(settings, app_id))
         log.info("deleted %d Redis keys and %d topics of %s", keys, len(names), app_id)

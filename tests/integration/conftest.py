@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 import warnings
@@ -19,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from streams.core.topics import Topics
 from streams.dev.devstack import DevStack
+from streams.dev.processes import WorkerProcess
 from streams.kafka.admin import create_topics, delete_topics
 from streams.ops.connections import kafka_client_options
 from streams.ops.settings import Settings, load_settings
@@ -52,26 +51,18 @@ class Deployment:
         self.topics = Topics(self.settings.topic_prefix, self.settings.app_id)
         self.prefix = self.settings.prefix
         self.redis = redis.Redis.from_url(self.settings.redis, decode_responses=True)
-        self.workers: list[subprocess.Popen[bytes]] = []
+        self.workers: list[WorkerProcess] = []
         ARTIFACTS.mkdir(exist_ok=True)
         asyncio.run(create_topics(self.settings.bootstrap_servers, self.topics,
                                   self.settings.partitions))
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        log = (ARTIFACTS / f"{self.name}-worker{len(self.workers)}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "worker"], env=self.env,
-                                stdout=log, stderr=subprocess.STDOUT)
+    def start_worker(self) -> WorkerProcess:
+        proc = WorkerProcess(self.env, ARTIFACTS / f"{self.name}-worker{len(self.workers)}.log")
         self.workers.append(proc)
         return proc
 
-    def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    def stop(self, proc: WorkerProcess, sig: int = signal.SIGTERM) -> None:
+        proc.stop(timeout=30, sig=sig)
 
     def produce(self, messages: Iterable, rate: float | None = None) -> int:
         from streams.dev.simulate import produce

@@ -12,7 +12,6 @@ import asyncio
 import base64
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from streams.api.app import create_api
 from streams.api.guard import MAX_BODY_BYTES, MAX_TARGET_BYTES
 from streams.core.topics import Topics
 from streams.dev.devstack import LOG4J1_PROPERTIES, LOG4J2_PROPERTIES, DevStack
+from streams.dev.processes import WorkerProcess, stop_process
 from streams.dev.simulate import Message, produce
 from streams.kafka.admin import create_topics
 from streams.ops.connections import kafka_client_options, redis_client
@@ -70,13 +70,7 @@ def wait_until(check, timeout: float, what: str, proc: subprocess.Popen | None =
 
 
 def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, timeout=20)
 
 
 def start_redis(directory: Path, config: str) -> subprocess.Popen:
@@ -407,8 +401,7 @@ def test_worker_runs_through_sasl_plain_and_logs_no_password(stack, sasl_kafka):
                                len(messages), progress=False, kafka_options=options)) == 5
     log_path = ARTIFACTS / f"{name}-sasl-worker.log"
     ARTIFACTS.mkdir(exist_ok=True)
-    worker = subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "worker"], env=env,
-                              stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
+    worker = WorkerProcess(env, log_path)
     r = redis.Redis.from_url(stack.redis, decode_responses=True)
     try:
         wait_until(lambda: r.hget(f"{name}:meta", "events") == "4", 90,
