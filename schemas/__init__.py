@@ -1,4 +1,5 @@
-"""Pydantic models of everything rankflow reads from or writes to Kafka (contract §1)."""
+"""Pydantic models of everything rankflow reads from or writes to Kafka, contract §1
+(Input topics)."""
 
 from schemas.events import (
     EVENT_KINDS,

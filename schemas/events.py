@@ -1,8 +1,9 @@
-"""The wire models of contract §1: events, account profiles and dead-letter envelopes.
+"""The wire models of contract §1 (Input topics): events, account profiles and dead-letter
+envelopes.
 
 One model per event kind, so each carries its own `count` rule and `kind` literal and
 its JSON Schema says exactly what that topic accepts. Models are strict: a JSON string
-is never coerced into an integer, nor a float into an integer.
+is never coerced into an integer, nor a float into an integer (tests/test_schemas.py).
 """
 
 from __future__ import annotations

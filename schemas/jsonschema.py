@@ -11,7 +11,8 @@ SCHEMA_DIR = Path(__file__).parent / "json"
 
 
 def render_schemas() -> dict[str, str]:
-    """File name -> JSON text, exactly as it is kept in the repository."""
+    """File name -> JSON text, exactly as it is kept in the repository
+    (tests/test_schemas.py::test_json_schemas_in_repo_are_current)."""
     return {
         f"{name}.schema.json": json.dumps(model.model_json_schema(), indent=2, sort_keys=True)
         + "\n"

@@ -1,7 +1,9 @@
-"""`rankflow api`: the read API of contract §5 over Redis, and the live page.
+"""`rankflow api`: the read API of contract §5 (Read API) over Redis, and the live page.
 
 Reads Redis only, so it scales apart from the workers. Every bad parameter gets a 4xx
-with a JSON body (`{"error": ..., "detail": ...}`); Redis being away is a 503.
+with a JSON body (`{"error": ..., "detail": ...}`); Redis being away is a 503
+(tests/integration/test_api.py::test_bad_parameters_get_a_4xx_json_error,
+tests/integration/test_openapi.py::test_no_input_gets_a_server_error).
 """
 
 
@@ -69,7 +71,7 @@ WORKER_STALE_S = 60
 
 
 class WorkerCollector:
-    """Renders the snapshots workers publish to Redis (streams/metrics.py)."""
+    """Renders the snapshots workers publish to Redis (streams/worker/metrics.py)."""
 
     def __init__(self) -> None:
         self.snapshots: list[dict[str, Any]] = []

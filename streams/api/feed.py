@@ -3,8 +3,8 @@
 Workers XADD a notice to the `rf:changes` stream with every write. One reader task per
 API process follows the stream and hands each notice to every connected client's own
 bounded queue: a slow client loses its oldest notices (and is told to refetch), never
-holds up the others. Stream ids are the SSE event ids, so a client reconnecting with
-`Last-Event-ID` resumes from the stream itself, on any API process.
+holds up the others (tests/test_feed.py). Stream ids are the SSE event ids, so a client
+reconnecting with `Last-Event-ID` resumes from the stream itself, on any API process.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ A plain ASGI middleware in front of the routes:
 * HEAD is answered as GET without the body: the route's headers (Content-Length too),
   and the route stops at its first response message, so a HEAD of the event stream ends.
 
-Every refusal has a JSON body `{"error": ..., "detail": ...}` like the API's other errors.
+Every refusal has a JSON body `{"error": ..., "detail": ...}` like the API's other errors
+(tests/integration/test_security.py: read-only, HEAD, oversized requests).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Response models of the read API (contract §5)."""
+"""Response models of the read API, contract §5 (Read API)."""
 
 from __future__ import annotations
 

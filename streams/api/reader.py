@@ -1,4 +1,4 @@
-"""Reads boards, accounts and campaigns from the Redis layout of contract §4.
+"""Reads boards, accounts and campaigns from the Redis layout of contract §4 (Redis layout).
 
 Read-only: the API scales apart from the workers and never writes. Ranks are
 competition ranks: 1 + the number of members with a strictly greater score.
@@ -51,7 +51,8 @@ def competition_ranks(scores: Sequence[float], first_rank: int, offset: int) -> 
     """Ranks of a page of descending scores starting at position `offset` of its board.
 
     `first_rank` is the first entry's rank (it may tie with members above the page).
-    Past a drop in score, every member before scores strictly higher: rank = position + 1.
+    Past a drop in score, every member before scores strictly higher: rank = position + 1
+    (tests/integration/test_api.py::test_competition_ranks_function).
     """
     ranks: list[int] = []
     for i, score in enumerate(scores):

@@ -3,7 +3,8 @@
 No broker, no Redis: `BatchAggregator.process` takes records by (topic, partition)
 (anything with offset, timestamp, key, value, headers) and returns what the shell must
 send and write. Each account is touched at most once per batch however many events
-it had, which is what makes the worker fast.
+it had, which is what makes the worker fast
+(tests/test_aggregate.py::test_a_batch_touches_each_account_once_and_sums_all_its_events).
 """
 
 from __future__ import annotations
@@ -238,7 +239,8 @@ class BatchAggregator:
         A message in the usual shape, keyed by its account and on that account's
         partition, is counted here with no object built for it. Anything else (rejected,
         misplaced, duplicate, or in an unusual shape) takes `_event`, which decides it
-        alike: `fast_event_fields` accepts only what `parse_event` accepts.
+        alike: `fast_event_fields` accepts only what `parse_event` accepts
+        (tests/test_validation_equivalence.py).
         """
         progress = runtime.progress
         partition = progress.partition

@@ -4,7 +4,8 @@
 events and the number of distinct accounts with at least one such event. Each partition
 keeps its share; an account's last contribution is remembered so that a re-scored
 account (new events, or a bucket leaving a rolling window) changes the totals by exactly
-its difference, never by a scan of the campaign's accounts.
+its difference, never by a scan of the campaign's accounts
+(tests/test_aggregate.py::test_campaign_totals_follow_account_views_by_difference).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ of the same origin, left by a crash between re-keying and saving state, is a rep
 not a producer's duplicate.
 An id is kept until it is both at least `min_events` ids old and `min_age_ms` old; a
 hard cap of `max_ids` bounds memory at very high rates (oldest segments go first).
+Held by tests/test_dedup.py.
 """
 
 from __future__ import annotations

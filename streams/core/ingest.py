@@ -7,8 +7,9 @@ Every message must first be strict JSON (RFC 8259: no NaN or Infinity, no duplic
 keys in an object, valid UTF-8, at most `MAX_MESSAGE_BYTES`), then match its pydantic
 model (schemas/events.py). The models are the rules; `fast_event_fields` checks the
 common shape (msgspec in C, then a few rules by hand) and accepts only what the model
-accepts, with the same values (a property test proves it); it defers everything else
-to the model, which also words every rejection. It costs about a sixth of the model.
+accepts, with the same values (tests/test_validation_equivalence.py); it defers
+everything else to the model, which also words every rejection. It is there for speed
+(figures in docs/performance.md).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ EventFields = tuple[str, str, int, int, "str | None"]
 
 @dataclass(slots=True)
 class ValidEvent:
-    """An event that passed every rule of contract §1: what the aggregation needs."""
+    """An event that passed every rule of contract §1 (Input topics): what the
+    aggregation needs."""
 
     event_id: str
     account_id: str
@@ -75,7 +77,8 @@ class Tombstone:
 
 @lru_cache(maxsize=1 << 20)
 def partition_for(account_id: str, partitions: int) -> int:
-    """The partition Kafka's default (murmur2) partitioner gives this key."""
+    """The partition Kafka's default (murmur2) partitioner gives this key
+    (tests/test_ingest.py::test_partition_for_matches_kafkas_default_partitioner)."""
     return partition_for_key(account_id.encode(), partitions)
 
 
@@ -143,7 +146,7 @@ def strict_json(value: bytes) -> Any:
     return decoded
 
 
-#: verdicts on ids seen (a dict lookup is a third of an lru_cache call); cleared when
+#: verdicts on ids seen (a dict lookup is cheaper than an lru_cache call); cleared when
 #: full, so that hostile ids cannot grow it
 _ID_VERDICTS: dict[str, bool] = {}
 ID_VERDICTS_MAX = 1 << 16
@@ -196,7 +199,8 @@ def fast_event_fields(kind: EventKind, value: bytes) -> EventFields | None:
     `parse_event`.
 
     msgspec decodes and checks the fields in one C call (strict JSON, types, lengths,
-    ranges, `kind`); the rest is by hand, and a property test holds it to the model.
+    ranges, `kind`); the rest is by hand, and tests/test_validation_equivalence.py holds
+    it to the model.
     Every quote in JSON delimits a string (a key or a value) or is escaped in one, so
     the quotes add up to those of the fields decoded (two per key, two per string
     value) exactly when no key is unknown or given twice and no quote is escaped:
@@ -245,7 +249,7 @@ def parse_event(
     value: bytes | None,
     produced_ms: int | None = None,
 ) -> ValidEvent | Rejected:
-    """Validate one event message of the given topic kind (contract §1).
+    """Validate one event message of the given topic kind (contract §1, Input topics).
 
     `produced_ms` (the record timestamp) enables the wall-clock rule: an event more
     than 5 minutes ahead of it is rejected.
@@ -297,7 +301,8 @@ def parse_profile(key: bytes | None, value: bytes | None) -> Profile | Tombstone
 
 def dead_letter(reason: str, topic: str, partition: int, offset: int,
                 value: bytes | None) -> bytes:
-    """The dead-letter envelope (contract §1) as JSON bytes; `value` kept untouched.
+    """The dead-letter envelope of contract §1 (Input topics) as JSON bytes; `value` kept
+    untouched (tests/test_ingest.py::test_dead_letter_keeps_the_value_untouched).
 
     UTF-8 text stays text; other bytes, and values over MAX_MESSAGE_BYTES (whose JSON
     escapes could take six bytes per byte), are base64: an envelope is at most 4/3 of

@@ -1,4 +1,4 @@
-"""Named periods: fixed event-time intervals that are board windows (contract §2).
+"""Named periods: fixed event-time intervals that are board windows, contract §2 (Windows).
 
 Pure: parsed from `RANKFLOW_PERIODS` by the settings, used by the windows.
 """

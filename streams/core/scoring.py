@@ -1,4 +1,5 @@
-"""The influence index of contract §3: NewRank's log-scaled dimensions, weighted.
+"""The influence index of contract §3 (Influence index): NewRank's log-scaled dimensions,
+weighted (tests/test_scoring.py).
 
 Ceilings are fixed per window length, not the current leader's value, so an event
 changes only its own account's score and updates stay incremental.
@@ -16,7 +17,8 @@ from streams.core.windows import Windows
 
 @dataclass(frozen=True, slots=True)
 class ScoringConfig:
-    """Weights and per-day ceilings of the index (contract §3 defaults)."""
+    """Weights and per-day ceilings of the index (the defaults of contract §3, Influence
+    index)."""
 
     weight_views: float = 0.40
     weight_likes: float = 0.25
@@ -79,8 +81,8 @@ def influence_index(
 
 @dataclass(slots=True)
 class WindowScore:
-    """(Not frozen: a frozen dataclass costs a microsecond to build, and eight are built
-    per account per batch.)"""
+    """(Not frozen: eight are built per account per batch, and a frozen dataclass is
+    slower to build; figures in docs/performance.md.)"""
 
     views: int
     likes: int

@@ -9,7 +9,8 @@ Exactness rests on two invariants, both held by records that are written whole:
   (`watermarks`); a replayed message at or below it sends nothing again.
 
 So a crash at any point between two changelog writes loses nothing and counts nothing
-twice, whatever the order in which the records reached the broker.
+twice, whatever the order in which the records reached the broker (tests/test_aggregate.py,
+replays after partial state writes; tests/integration/test_crash_trials.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Topic names (contract §1, behind RANKFLOW_TOPIC_PREFIX) and the state tables' names.
+"""Topic names of contract §1 (Input topics), behind RANKFLOW_TOPIC_PREFIX, and the state
+tables' names.
 
 Pure naming: which topic a record came from decides its slot in the state records.
 Creating the topics is the Kafka side's job (streams/kafka/admin.py).
@@ -18,7 +19,8 @@ PARTITION_TABLE = "partition-state"
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """The topic names a worker reads and writes (contract §1, with the topic prefix)."""
+    """The topic names a worker reads and writes: contract §1 (Input topics), with the
+    topic prefix."""
 
     prefix: str = ""
     app_id: str = "rankflow"

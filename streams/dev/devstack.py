@@ -332,7 +332,8 @@ class DevStack:
 
     def reset(self) -> list[str]:
         """Stop both and delete Kafka's data (every topic); the jars stay. For a dev broker
-        grown slow to start by the topics of many test runs."""
+        grown slow to start by the topics of many test runs
+        (tests/test_devstack.py::test_reset_deletes_the_brokers_data_and_keeps_the_jars)."""
         lines = self.down()
         data = self.kafka_dir / "data"
         if data.exists():
@@ -360,7 +361,8 @@ class DevStack:
                   timeout: float) -> None:
         """Until `ready()`; an error if the process exits, or after `timeout` seconds in
         which its log did not grow. A broker still loading thousands of partitions logs
-        each one, so it is waited for (up to `STARTUP_LIMIT`); a stuck one is not."""
+        each one, so it is waited for (up to `STARTUP_LIMIT`); a stuck one is not
+        (tests/test_devstack.py)."""
         start = time.monotonic()
         deadline = start + timeout
         size = _size(logfile)

@@ -1,4 +1,5 @@
-"""Creates the topics of contract §1 and the state changelogs, co-partitioned (idempotent)."""
+"""Creates the topics of contract §1 (Input topics) and the state changelogs, co-partitioned
+(idempotent)."""
 
 from __future__ import annotations
 
@@ -23,12 +24,13 @@ DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024
 
 
 def declarations(topics: Topics, partitions: int) -> list[NewTopic]:
-    """Every topic of §1, plus the internal re-keying topic and the tables'
-    changelogs, co-partitioned.
+    """Every topic of contract §1 (Input topics), plus the internal re-keying topic and
+    the tables' changelogs, co-partitioned.
 
     The changelogs are created here, before faust starts: faust declares them while
     its consumer joins the group, and a changelog missing at the first assignment
-    is left out of it (its table would never be read).
+    is left out of it (its table would never be read). Held by
+    tests/test_recovered.py::test_the_changelogs_are_declared_with_the_topics_under_fausts_names.
 
     The dead-letter topic takes records up to DEAD_LETTER_MAX_BYTES: an envelope
     carries the whole rejected value, which may be as large as the broker allows.

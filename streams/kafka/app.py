@@ -1,7 +1,7 @@
 """The faust app: broker, tables and topics, wired from settings. Wiring only.
 
 * The broker URL uses the `rankflow://` scheme: faust's aiokafka transport with batch
-  delivery (streams/transport.py).
+  delivery (streams/kafka/transport.py; tests/test_app.py::test_the_app_uses_the_batch_transport).
 * Two changelog-backed tables hold the state: `account-state` (one record per account)
   and `partition-state` (dedup segments, each carrying the partition's counters and
   watermarks). Records are written with an explicit partition, the partition of the

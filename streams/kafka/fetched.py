@@ -1,12 +1,12 @@
 """Whole fetch results of the batch topics, as aiokafka's own record objects.
 
 aiokafka's `getmany` wraps every record in a ConsumerRecord (eleven fields, four
-Python frames per record): 2.3 µs per record, where reading the record batch takes
-1.0 µs. The batch handler reads five attributes (offset, timestamp, key, value,
-headers) that aiokafka's records already have. So, for the batch topics, the consumer
-thread takes each partition's fetch result whole, and leaves everything else
-(changelog records, fetch errors, a result already partly read, transactional reads)
-to aiokafka's `Fetcher.fetched_records` (`fetched_round`).
+Python frames per record), which costs more than reading the record batch itself
+(figures in docs/performance.md). The batch handler reads five attributes (offset,
+timestamp, key, value, headers) that aiokafka's records already have. So, for the batch
+topics, the consumer thread takes each partition's fetch result whole, and leaves
+everything else (changelog records, fetch errors, a result already partly read,
+transactional reads) to aiokafka's `Fetcher.fetched_records` (`fetched_round`).
 
 This reads aiokafka internals, as faust's own consumer thread does (aiokafka is pinned
 to 0.14.x): `Fetcher._records` (a partition's buffered `FetchResult` or error),
@@ -34,7 +34,8 @@ async def fetched_round(fetcher: Any, partitions: Collection[TP] | None,
 
     aiokafka's own call still drains every other partition (changelogs, and results
     `take_fetched` leaves, such as fetch errors, which it raises), with its own
-    `max_records`: the batch topics never starve table recovery.
+    `max_records`: the batch topics never starve table recovery
+    (tests/test_fetched.py::test_a_full_take_does_not_starve_the_changelogs).
     """
     taken, left = take_fetched(fetcher, partitions or (), topics, max_records)
     others = {tp for tp in (fetcher._records  # noqa: SLF001 (ledger: Fetcher._records)

@@ -10,7 +10,8 @@ recovery (changelog topics still take the per-message path), offset commits.
 The handler applies a batch and returns its pending writes (an awaitable); the consumer
 fetches and applies the next batch while one batch's writes are in flight.
 
-Invariants (tested in tests/integration):
+Invariants (the first three held by tests/integration/test_crash_trials.py and
+test_restart.py, SIGKILL and SIGTERM in the middle of a replay):
 
 * A batch's offsets become committable only after its writes are done, in batch order,
   and only in the consumer generation that fetched it: a rebalance never commits work
@@ -23,10 +24,12 @@ Invariants (tested in tests/integration):
   batch resumes exactly where the last committed one ended.
 * Records of a partition the handler is not ready for (its tables not read to the end
   yet, `BatchConductor.batch_ready`) are not delivered: the partition is sought back to
-  its first such record and fetched again later.
+  its first such record and fetched again later
+  (tests/test_recovered.py::test_the_consumer_holds_back_a_partition_until_its_tables_are_read).
 * No fetched record is dropped for good: what is not delivered (the flow stopped by a
   rebalance, a partition paused since the fetch, or held back) is sought back to
-  (`_rewind`), unless something moved its partition since.
+  (`_rewind`), unless something moved its partition since
+  (tests/test_app.py::test_records_dropped_undelivered_are_fetched_again).
 
 Registered as the `rankflow://` broker scheme (entry point `faust.transports`).
 """
@@ -103,9 +106,9 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     records buffered. When the busy partitions still had records buffered as the fetch
     was sent, it asks only for idle ones (profiles, re-keyed events, changelogs), and
     the broker holds it for the whole wait: faust's 1,500 ms stalled every busy
-    partition that long, several times a minute under live load (batches of 80,000
-    records after 1.5-1.8 s without any; at 44,800 events/s live, p99 latency went
-    from 2.5-3.2 s to 1.7-2.0 s with 100 ms).
+    partition that long, several times a minute under live load (figures in
+    docs/performance.md). Held by
+    tests/test_app.py::test_the_worker_consumer_fetches_with_a_short_wait.
     """
 
     def _create_worker_consumer(self, transport: Any) -> Any:
@@ -118,7 +121,7 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
                              timeout: float | None = None,
                              max_records: int | None = None) -> dict[TP, list[Any]]:
         """faust's fetch, with the batch topics' records taken whole as aiokafka's own
-        record objects (streams/fetched.py); the rest as faust takes them."""
+        record objects (streams/kafka/fetched.py); the rest as faust takes them."""
         if not self.consumer.flow_active:
             return {}
         fetcher = consumer._fetcher  # noqa: SLF001 (ledger: AIOKafkaConsumer._fetcher)
@@ -222,7 +225,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         arrived after waited for the next fetch: a whole batch of extra latency. Taking
         the buffer set that fetch off: its records join the stale ones. Two fetches of
         one consumer generation continue each other; across a rebalance both are
-        sought back (`_rewind`) and nothing is delivered.
+        sought back (`_rewind`) and nothing is delivered (tests/test_app.py: records that
+        waited through a long batch, a rebalance between the two fetches).
         """
         generation = self.app.consumer_generation_id
         fetched, active = await self._wait_next_records(timeout=REFRESH_WAIT)
@@ -241,10 +245,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
         topics' seek to their committed offsets, table recovery's seek of its changelog
         partitions when it starts reading. A partition with no committed offset yet is
         not sought, and records of a changelog fetched after recovery's seek were
-        dropped before the flow resumed: both were lost (the crash trials caught a
-        worker that never read half its new partitions, and a recovery that waited
-        forever). A partition is sought back only when nothing moved it since the
-        fetch: its position is still just past the dropped records.
+        dropped before the flow resumed: both were lost (what the crash trials found:
+        docs/performance.md). A partition is sought back only when nothing moved it
+        since the fetch: its position is still just past the dropped records
+        (tests/test_app.py::test_records_dropped_undelivered_are_fetched_again).
         """
         dropped = {tp: (recs[0].offset, recs[-1].offset + 1)
                    for tp, recs in records.items() if recs}

@@ -1,7 +1,7 @@
 """Kafka and Redis clients made from the settings, in one place: AUTH, TLS, SASL, SSL.
 
 Every client rankflow makes goes through here, so a secured deployment needs only the
-`RANKFLOW_*` security settings (streams/settings.py validates their combinations):
+`RANKFLOW_*` security settings (streams/ops/settings.py validates their combinations):
 
 * `redis_client(settings)`: Redis with the password (`RANKFLOW_REDIS_PASSWORD`, or the one
   in the URL) and, for `rediss://` URLs, the CA, certificate and key files.

@@ -8,7 +8,9 @@ A worker started while the broker or Redis is down (a machine booting, a rolling
 
 Errors that waiting cannot cure (bad credentials, refused authorisation) stop the worker
 at once with the reason. Once both answer, the worker starts faust as usual; what happens
-when a service goes away later is faust's and the pipeline's (retries in streams/pipeline.py).
+when a service goes away later is faust's and the worker's (retries in
+streams/worker/retry.py). Held by tests/integration/test_outages.py (a worker started
+while Kafka and Redis are down waits, then works).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """All of rankflow's settings, read once from the environment (and a `.env` file).
 
-Every variable is named `RANKFLOW_*` (contract §6). A bad value stops the program at
-start-up with a message naming the variable: see `load_settings`. Secrets (passwords) are
-pydantic `SecretStr`s, and the password of a Redis URL is masked in `repr(settings)` and
-in error messages (`redacted_url`), so printing or logging settings shows no secret.
+Every variable is named `RANKFLOW_*` (contract §6, Operation). A bad value stops the
+program at start-up with a message naming the variable: see `load_settings`
+(tests/test_settings.py). Secrets (passwords) are pydantic `SecretStr`s, and the password
+of a Redis URL is masked in `repr(settings)` and in error messages (`redacted_url`), so
+printing or logging settings shows no secret (tests/test_security_settings.py).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def _url_password(url: str) -> str | None:
 
 
 class Settings(BaseSettings):
-    """rankflow's configuration (contract §6 plus tuning knobs with safe defaults)."""
+    """rankflow's configuration (contract §6, Operation, plus tuning knobs with safe
+    defaults)."""
 
     model_config = SettingsConfigDict(
         env_prefix="RANKFLOW_", env_file=".env", extra="ignore", frozen=True
@@ -104,7 +106,8 @@ class Settings(BaseSettings):
     kafka_ssl_cert_file: FilePath | None = None
     kafka_ssl_key_file: FilePath | None = None
 
-    # Scoring (contract §3 defaults): weights summing to 1, ceilings per day of window.
+    # Scoring (the defaults of contract §3, Influence index): weights summing to 1,
+    # ceilings per day of window.
     weight_views: float = Field(default=0.40, ge=0, le=1)
     weight_likes: float = Field(default=0.25, ge=0, le=1)
     weight_fans: float = Field(default=0.25, ge=0, le=1)
