@@ -1,7 +1,7 @@
 """What a batch, a decay tick or a rewrite changes on the boards, as values fixed at its end.
 
-Pure: `BoardUpdates` scores accounts at a clock (contract §3) and folds them into their
-partitions' campaign totals; the sink (streams/sink/writer.py) writes the result.
+Pure: `BoardUpdates` scores accounts at a clock (contract §3, Influence index) and folds
+them into their partitions' campaign totals; the sink (streams/sink/writer.py) writes the result.
 """
 
 from __future__ import annotations
