@@ -49,8 +49,9 @@ from streams.dev.processes import WorkerProcess
 from streams.dev.simulate import SimulatedPlatform, produce
 from streams.kafka.admin import create_topics
 from streams.kafka.admin import delete_topics as delete_deployment_topics
+from streams.kafka.changelogs import read_latest
 from streams.ops.connections import kafka_client_options, redis_client
-from streams.ops.rebuild import changelog, read_latest
+from streams.ops.rebuild import changelog
 from streams.ops.settings import Settings, load_settings
 
 HERE = Path(__file__).resolve().parent

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class RedisKeys:
-    """The key names of contract §4 under a prefix."""
+    """The key names of contract §4 (Redis layout) under a prefix."""
 
     prefix: str = "rf:"
 
