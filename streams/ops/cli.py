@@ -1,4 +1,4 @@
-"""The `rankflow` command line (contract §6, Operation)."""
+"""The `rankflow` command line: contract §6 (Operation)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Writes the Redis layout (contract §4, Redis layout) from state, as absolute values, pipelined.
+"""Writes the layout of contract §4 (Redis layout) from state, as absolute values, pipelined.
 
 Every write sets a value computed from state (never INCR), so a replay after a crash
 or a rebalance rewrites the same values: Redis converges. Totals that span partitions

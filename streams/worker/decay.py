@@ -1,4 +1,4 @@
-"""Decay on time (contract §2, Windows): accounts whose buckets left a rolling window are re-scored
+"""Decay on time, contract §2 (Windows): accounts whose buckets left a rolling window are re-scored
 and rewritten with no new event — in every batch, and once a second under the wall clock
 (tests/integration/test_decay.py, test_restart_decay.py)."""
 
