@@ -1,4 +1,4 @@
-"""The worker's clock , contract §2 (Windows): the wall clock, or the largest event time seen."""
+"""The worker's clock, contract §2 (Windows): the wall clock, or the largest event time seen."""
 
 from __future__ import annotations
 
