@@ -27,7 +27,7 @@ from pathlib import Path
 import redis
 
 from streams.core.topics import Topics
-from streams.dev.processes import WorkerProcess
+from streams.dev.processes import WORKER_ARGV, WorkerProcess
 from streams.dev.simulate import SimulatedPlatform, produce
 from streams.kafka.admin import create_topics, delete_topics
 from streams.ops.settings import load_settings
@@ -44,13 +44,21 @@ def delete_keys(client: redis.Redis, prefix: str, last: str | None = None) -> in
     return len(keys) + (int(client.delete(last)) if last else 0)  # type: ignore[arg-type]
 
 
+def worker_argv(code: Path) -> tuple[str, ...]:
+    """The worker command of a code folder (before the subpackages, `streams.cli`)."""
+    if (code / "streams" / "ops" / "cli.py").exists():
+        return WORKER_ARGV
+    return (sys.executable, "-m", "streams.cli", "worker")
+
+
 def run_worker(env: dict[str, str], expected: int, prefix: str,
                client: redis.Redis) -> dict[str, float]:
     """One cold start until `expected` messages are counted; its timings and RSS."""
     log = HERE / f"{env['RANKFLOW_APP_ID']}-worker.log"
     started = time.monotonic()
     # run from the code folder: `-m` puts the working directory first on sys.path
-    worker = WorkerProcess(env, log, cwd=env.get("PYTHONPATH"))
+    code = Path(env.get("PYTHONPATH", HERE.parent))
+    worker = WorkerProcess(env, log, cwd=code, argv=worker_argv(code))
     done, first_seen = 0, None
     try:
         while done < expected:
