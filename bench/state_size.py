@@ -101,8 +101,7 @@ def main() -> int:
     accounts: dict[str, AccountState] = {}
     runtimes: dict[int, PartitionRuntime] = {
         p: new_runtime(p, RecentEventIds()) for p in range(args.partitions)}
-    aggregator = BatchAggregator(topics, windows, args.partitions, accounts, runtimes,
-                                 check_future=False)
+    aggregator = BatchAggregator(topics, windows, args.partitions, accounts, runtimes)
     start = int(time.time() * 1000) - int(args.days * DAY)
     platform = SimulatedPlatform(seed=1, accounts=args.accounts, start_ms=start,
                                  step_ms=args.days * DAY / args.events, unkeyed_share=0.0)

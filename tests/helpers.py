@@ -50,9 +50,10 @@ class Log:
         log.append(record)
         return record
 
-    def event(self, account_id, kind="view", key=..., **fields):
+    def event(self, account_id, kind="view", key=..., timestamp=NOW, **fields):
         key = account_id.encode() if key is ... else key
-        return self.append(TOPICS.event(kind), key, ev(account_id, kind, **fields))
+        return self.append(TOPICS.event(kind), key, ev(account_id, kind, **fields),
+                           timestamp=timestamp)
 
     def profile(self, account_id, category="police", fans=0, name=None):
         value = orjson.dumps({"account_id": account_id, "name": name or account_id,
@@ -63,13 +64,13 @@ class Log:
 class Core:
     """A BatchAggregator over in-memory state, fed from a Log."""
 
-    def __init__(self, partitions=4, periods="", check_future=True):
+    def __init__(self, partitions=4, periods=""):
         self.accounts: dict[str, AccountState] = {}
         self.runtimes: dict[int, PartitionRuntime] = {
             p: new_runtime(p, RecentEventIds()) for p in range(partitions)}
         self.windows = Windows(parse_periods(periods))
         self.aggregator = BatchAggregator(TOPICS, self.windows, partitions, self.accounts,
-                                          self.runtimes, check_future)
+                                          self.runtimes)
         self.read: dict[tuple[str, int], int] = {}
 
     def feed(self, log: Log, clock: int = NOW):

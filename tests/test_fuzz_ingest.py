@@ -332,7 +332,7 @@ class Harness:
         self.accounts: dict[str, AccountState] = {}
         self.runtimes = {p: new_runtime(p, RecentEventIds()) for p in range(PARTITIONS)}
         self.aggregator = BatchAggregator(TOPICS, Windows(), PARTITIONS, self.accounts,
-                                          self.runtimes, check_future=True)
+                                          self.runtimes)
         self.offsets: Counter[tuple[str, int]] = Counter()
         # reference state
         self.ids: list[dict[str, int]] = [{} for _ in range(PARTITIONS)]
@@ -835,7 +835,7 @@ class Mutator:
         else:
             value = self.special(obj, kind)
         if kind in KINDS and rng.random() < 0.03 and type(obj.get("ts")) is int:
-            # the wall-clock rule: produced more (or exactly) than 5 minutes before its ts
+            # the future rule: produced more (or exactly) than 5 minutes before its ts
             timestamp = obj["ts"] - FUTURE_MS - rng.choice((0, 1, 5000))
         key = self.key(account)
         if key is not None and rng.random() < 0.93:

@@ -168,14 +168,12 @@ class BatchAggregator:
         partitions: int,
         accounts: MutableMapping[str, AccountState],
         runtimes: Mapping[int, PartitionRuntime],
-        check_future: bool,
     ) -> None:
         self.topics = topics
         self.windows = windows
         self.n_partitions = partitions
         self.accounts = accounts
         self.runtimes = runtimes
-        self.check_future = check_future
         self._slots = topics.slot_of()
         self._floors = bucket_floors(0)
         #: per resolution (minute, hour, day), the first time whose bucket is kept
@@ -246,7 +244,6 @@ class BatchAggregator:
         partition = progress.partition
         first_ref = runtime.recent.first_ref
         touched = result.accounts
-        check_future = self.check_future
         coalesce = self._coalesce
         placements, place = self._placements, self._place
         counted, clock = 0, progress.clock
@@ -263,7 +260,7 @@ class BatchAggregator:
             event_id, account_id, ts, count, campaign = fields
             placed = placements.get(account_id) or place(account_id)
             if (record.key != placed[0] or placed[1] != partition
-                    or (check_future and ts > record.timestamp + tolerance)):
+                    or ts > record.timestamp + tolerance):
                 self._event(SourceRecord.of(topic, partition, record), slot, kind, fresh,
                             runtime, result)
                 continue
@@ -376,8 +373,7 @@ class BatchAggregator:
                 return
             kind = rekeyed_kind  # type: ignore[assignment]
         assert kind is not None
-        produced = record.timestamp if self.check_future else None
-        event = parse_event(kind, record.key, record.value, produced)
+        event = parse_event(kind, record.key, record.value, record.timestamp)
         if isinstance(event, Rejected):
             self._reject(record, event.reason, fresh, progress, result, origin)
         elif self._placed(record, event.account_id, kind, slot, fresh, runtime, result, origin):

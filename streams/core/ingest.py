@@ -251,8 +251,8 @@ def parse_event(
 ) -> ValidEvent | Rejected:
     """Validate one event message of the given topic kind (contract §1, Input topics).
 
-    `produced_ms` (the record timestamp) enables the wall-clock rule: an event more
-    than 5 minutes ahead of it is rejected.
+    `produced_ms` (the record timestamp) enables the future rule, under either clock: an
+    event more than 5 minutes ahead of it is rejected.
     """
     if value is None:
         return Rejected("value is null: an event topic takes event JSON")

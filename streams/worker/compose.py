@@ -113,7 +113,7 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
     changelog = ChangelogWriter(app.producer.send, accounts_topic, partitions_topic, segments,
                                 runtimes)
     aggregator = BatchAggregator(wiring.topics, windows, settings.partitions, accounts,
-                                 runtimes, check_future=not event_clock)
+                                 runtimes)
     step = BatchStep(ownership, aggregator, decay, changelog, updates, redis_writes.write,
                      order, reporter, clock, lock)
     watch = RedisWatch(redis_writes, rewriter.rewrite)

@@ -1,10 +1,13 @@
 """An event-clock replay: every window and board in Redis, key by key, against a reference."""
 
+import asyncio
+
 import orjson
 import pytest
 
 from streams.core.periods import parse_periods
 from streams.dev.simulate import CAMPAIGNS, CATEGORIES, Message, SimulatedPlatform
+from tests.integration.exactness import dead_letters_since, end_offsets
 from tests.reference import expected_state
 
 START = 1_525_000_000_000  # 2018-04-29
@@ -82,3 +85,27 @@ def assert_matches_reference(d, expected, clock):
             assert h["category"] == account.category
         else:
             assert "category" not in h
+
+
+@pytest.mark.timeout(400)
+def test_an_event_far_in_the_future_is_dead_lettered_and_the_boards_stay(deploy):
+    """One bad replay message (an event of the year 2286) must not move the event clock
+    for good and empty every rolling board: it is dead-lettered, as under the wall clock."""
+    d = deploy(RANKFLOW_CLOCK="event", RANKFLOW_PERIODS=PERIODS)
+    messages = scenario()
+    expected = expected_state([(m.kind, m.key, m.value) for m in messages],
+                              parse_periods(PERIODS))
+    clock = max(e.ts for a in expected.accounts.values() for _, e in a.events)
+    account_id = next(iter(expected.accounts))
+    future = Message("view", account_id.encode(), orjson.dumps(
+        {"event_id": "from-2286", "account_id": account_id, "ts": 9_999_999_999_999}))
+    half = len(messages) // 2
+    since = asyncio.run(end_offsets(d.settings.bootstrap_servers, d.topics.dlq))
+    d.produce([*messages[:half], future, *messages[half:]])
+    d.start_worker()
+    d.wait_counted(expected.counted, expected.dead + 1, timeout=180)
+    d.wait_for(lambda: d.meta().get("clock") == str(clock), 30, "the event clock")
+    assert_matches_reference(d, expected, clock)
+    letters = dead_letters_since(d.settings.bootstrap_servers, d.topics.dlq, since)
+    (letter,) = [x for x in letters if "from-2286" in x["value"]]
+    assert "more than 5 minutes after the time it was produced" in letter["reason"]
