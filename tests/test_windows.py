@@ -1,10 +1,22 @@
 """Rolling windows against a brute-force reference, with random events and clock moves."""
 
+import random
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.core import windows as windows_module
 from streams.core.periods import parse_periods
-from streams.core.windows import ROLLING, DecaySchedule, WindowedCounts, Windows, bucket_floors
+from streams.core.windows import (
+    LIKES,
+    ROLLING,
+    UPLOADS,
+    VIEWS,
+    DecaySchedule,
+    WindowedCounts,
+    Windows,
+    bucket_floors,
+)
 from tests.reference import in_window
 
 T0 = 1_700_000_000_000
@@ -90,3 +102,30 @@ def test_window_boundaries_are_whole_units():
     assert counts.sums("1h", minute_start + 60_000 - 1)[0] == 1
     assert counts.sums("1h", minute_start + 60_000)[0] == 0, "leaves at the next minute"
     assert counts.sums("24h", minute_start + 60_000)[0] == 11
+
+
+def test_many_buckets_are_found_through_an_index_that_gives_the_same_counts(monkeypatch):
+    # an event-clock cold start: weeks of events in one batch at clock 0, out of order
+    rng = random.Random(7)
+    base = 1_700_000_000_000
+    events = [(rng.choice([VIEWS, LIKES, UPLOADS, None]), rng.randint(1, 5),
+               base + rng.randrange(0, 35 * 86_400_000)) for _ in range(3_000)]
+
+    def counted(indexed_from: int) -> windows_module.WindowedCounts:
+        monkeypatch.setattr(windows_module, "INDEXED_FROM", indexed_from)
+        counts = windows_module.WindowedCounts()
+        for slot, count, ts in events:
+            counts.add(slot, count, ts, (0,), bucket_floors(0))
+        return counts
+
+    indexed_from = windows_module.INDEXED_FROM
+    scanned, indexed = counted(10**9), counted(indexed_from)
+    assert indexed._index is not None and scanned._index is None
+    assert indexed.data == scanned.data
+    clock = base + 35 * 86_400_000
+    assert indexed.window_sums(Windows(), clock) == scanned.window_sums(Windows(), clock)
+    for counts in (indexed, scanned):
+        counts.prune(clock)
+        counts.add(VIEWS, 1, clock, (0,), bucket_floors(clock))
+    assert indexed._index is None, "the index is dropped once the buckets are pruned"
+    assert indexed.data == scanned.data

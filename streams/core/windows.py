@@ -95,6 +95,9 @@ def bucket_floors(clock_ms: int) -> tuple[int, int, int]:
 RECORD = 6
 #: the resolution code of a fixed window's running total (its "bucket" is `fixed_key`)
 FIXED = 3
+#: records beyond which an account's buckets are found through an index, not a scan: far
+#: more than any clock keeps (about 120), so only a catch-up from a stale clock builds one
+INDEXED_FROM = 256 * RECORD
 
 
 @lru_cache(maxsize=256)
@@ -114,10 +117,14 @@ class WindowedCounts:
     buckets in the order they were opened: compact in memory and in the changelog
     (figures in docs/performance.md). Events mostly arrive in time order, so an event's
     bucket is found by a short scan from the end, and the fixed totals by one from the
-    start.
+    start. A batch far ahead of the clock (an event-clock cold start over weeks of
+    events) keeps every bucket until it ends: past INDEXED_FROM, a transient index
+    finds them, dropped when the buckets are pruned (tests/test_windows.py).
     """
 
     data: array[int] = field(default_factory=lambda: array("q"))
+    #: (bucket * 4 + resolution) -> offset, while the buckets are many; else None
+    _index: dict[int, int] | None = field(default=None, repr=False, compare=False)
 
     def add(self, slot: int | None, count: int, ts: int, fixed: tuple[int, ...],
             floors: tuple[int, int, int], events: int = 1) -> list[int] | None:
@@ -150,6 +157,8 @@ class WindowedCounts:
             if at < 0:
                 at = len(data)
                 data.extend((resolution, bucket, 0, 0, 0, 0))
+                if self._index is not None:
+                    self._index[bucket * 4 + resolution] = at
                 now_unit = floors[resolution] + SPANS[resolution][-1]
                 dues = [(bucket + span) * unit_ms for span in SPANS[resolution]
                         if bucket + span > now_unit]  # not already out of that window
@@ -169,6 +178,13 @@ class WindowedCounts:
 
     def _find_bucket(self, resolution: int, bucket: int) -> int:
         data = self.data
+        if len(data) >= INDEXED_FROM:
+            index = self._index
+            if index is None:
+                index = self._index = {data[at + 1] * 4 + data[at]: at
+                                       for at in range(0, len(data), RECORD)
+                                       if data[at] != FIXED}
+            return index.get(bucket * 4 + resolution, -1)
         for at in range(len(data) - RECORD, -1, -RECORD):
             if data[at + 1] == bucket and data[at] == resolution:
                 return at
@@ -238,6 +254,7 @@ class WindowedCounts:
                 kept.extend(data[at:at + RECORD])
         if len(kept) != len(data):
             self.data = kept
+            self._index = None
 
     def due_times(self, clock_ms: int) -> Iterator[int]:
         """Every future time at which one of these buckets leaves a window."""
