@@ -25,6 +25,7 @@ from streams.worker.batch_step import BatchStep
 from streams.worker.changelog import ChangelogWriter, OutboundRecord
 from streams.worker.clock import WorkerClock
 from streams.worker.decay import DecayTimer
+from streams.worker.fence import PartitionFence
 from streams.worker.metrics import MetricsReporter, WorkerMetrics
 from streams.worker.order import WriteOrder
 from streams.worker.ownership import PartitionOwnership
@@ -205,11 +206,13 @@ class Recorder:
         self.calls.append((why, partitions))
 
 
-def ownership_of(core: Core, recovered: set[int], assigned: set[int], rewrite=None):
+def ownership_of(core: Core, recovered: set[int], assigned: set[int], rewrite=None,
+                 claims=None):
     runtimes: dict = {}
     owner = PartitionOwnership(
         runtimes, core.accounts, {}, core.windows, RecentEventIds, lambda: NOW,
-        lambda p: p in recovered, lambda: assigned, rewrite or Recorder(), asyncio.Lock())
+        lambda p: p in recovered, lambda: assigned, rewrite or Recorder(),
+        (claims if claims is not None else []).append, asyncio.Lock())
     return owner, runtimes
 
 
@@ -228,15 +231,15 @@ def test_records_are_applied_only_for_partitions_whose_tables_are_read():
     assert owner.ready(TP("events.view", 1))
 
 
-def test_a_restored_partition_with_state_is_rewritten_and_an_empty_one_is_not():
+def test_a_restored_partition_is_claimed_and_rewritten_if_it_has_state():
     log, core = Log(), Core()
     log.event("a", event_id="e1")
     core.feed(log)
     pa = partition_for("a", 4)
     other = next(p for p in range(4) if p != pa)
-    rewrite = Recorder()
+    rewrite, claims = Recorder(), []
     owner, runtimes = ownership_of(core, recovered={pa, other}, assigned={pa, other},
-                                   rewrite=rewrite)
+                                   rewrite=rewrite, claims=claims)
 
     async def recover():
         await owner.on_recovery()
@@ -244,10 +247,11 @@ def test_a_restored_partition_with_state_is_rewritten_and_an_empty_one_is_not():
 
     run(recover())
     assert set(runtimes) == {pa, other}
+    assert claims == [{pa, other}], "claimed before the rewrite was queued"
     assert rewrite.calls == [("partitions recovered from the changelog", {pa, other})]
     rewrite.calls.clear()
-    owner.restore({other + 4})  # nothing recovered for it: no rewrite
-    assert rewrite.calls == []
+    owner.restore({other + 4})  # nothing recovered for it: claimed, but no rewrite
+    assert rewrite.calls == [] and claims[-1] == {other + 4}
     run(owner.forget(None, [TP("events.view", pa)]))
     assert set(runtimes) == {other, other + 4}
 
@@ -337,7 +341,9 @@ def test_a_rewrite_of_named_partitions_writes_only_their_accounts():
 class FakeStore:
     def __init__(self, token="g1"):
         self.token = token
-        self.written: list[BoardUpdate] = []
+        self.updates: list[BoardUpdate] = []
+        self.claimed: list = []
+        self.stamps: dict = {}
         self.fail_reads = False
 
     async def generation(self):
@@ -351,7 +357,18 @@ class FakeStore:
         return self.token
 
     async def write(self, update):
-        self.written.append(update)
+        self.updates.append(update)
+
+    async def claim(self, fences):
+        self.claimed.append(fences)
+
+    async def written(self, partitions):
+        return {p: self.stamps[p] for p in partitions if p in self.stamps}
+
+
+class Unfenced:
+    def current(self, fences):
+        return True
 
 
 EMPTY = BoardUpdate([], set(), {}, {}, 0, 0)
@@ -359,20 +376,20 @@ EMPTY = BoardUpdate([], set(), {}, {}, 0, 0)
 
 def test_the_first_write_adopts_the_generation_in_force_or_claims_one():
     store = FakeStore(token=None)
-    writes = RedisWrites(store)
+    writes = RedisWrites(store, Unfenced())
     run(writes.write(EMPTY))
-    assert writes.generation == "claimed" and store.written == [EMPTY]
+    assert writes.generation == "claimed" and store.updates == [EMPTY]
     kept = FakeStore(token="older")
-    writes = RedisWrites(kept)
+    writes = RedisWrites(kept, Unfenced())
     run(writes.write(EMPTY))
     assert writes.generation == "older"
 
 
 def test_a_lost_generation_marker_is_claimed_again_and_the_layout_rewritten(caplog):
     store = FakeStore()
-    writes = RedisWrites(store)
+    writes = RedisWrites(store, Unfenced())
     rewrite = Recorder()
-    watch = RedisWatch(writes, rewrite)
+    watch = RedisWatch(writes, rewrite, lambda: [])
     run(watch.check())  # nothing written yet: adopt only
     assert writes.generation == "g1" and rewrite.calls == []
     run(watch.check())
@@ -448,7 +465,7 @@ def test_a_batch_is_applied_once_and_its_writes_go_out_in_batch_order():
     changelog = FakeChangelog(ChangelogWriter(FakeProducer().send, "acc", "part", {},
                                               core.runtimes), calls)
     step = BatchStep(AdmitAll(), core.aggregator, decay, changelog, updates, write_redis,
-                     WriteOrder(), reporter, clock, lock)
+                     WriteOrder(), reporter, clock, lock, Unfenced())
 
     async def main():
         log.event("a", event_id="a1")
@@ -467,3 +484,97 @@ def test_a_batch_is_applied_once_and_its_writes_go_out_in_batch_order():
     assert calls[3][0] == "kafka"
     assert (metrics.batches, metrics.events, metrics.dead_letters) == (2, 3, 1)
     assert sum(r.progress.events for r in core.runtimes.values()) == 3
+
+
+# -- PartitionFence -----------------------------------------------------------------
+
+
+class FakeMonotonic:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_writes_are_stamped_with_the_generation_and_a_sequence_per_partition():
+    generation = [3]
+    fence = PartitionFence(lambda: generation[0], 6.0, FakeMonotonic())
+    assert fence.stamp([0, 2]) == {0: (3, 1), 2: (3, 1)}
+    generation[0] = 4
+    assert fence.stamp([2]) == {2: (4, 2)}
+
+
+def test_a_stall_past_the_session_timeout_makes_every_write_in_hand_stale(caplog):
+    generation, clock = [3], FakeMonotonic()
+    fence = PartitionFence(lambda: generation[0], 6.0, clock)
+    in_hand = fence.stamp([1])
+    clock.now += 5.9  # a pause shorter than the session timeout: still ours
+    assert fence.current(in_hand)
+    clock.now += 6.0  # SIGSTOP past it: noticed by the first to look, the write itself
+    with caplog.at_level(logging.WARNING):
+        assert not fence.current(in_hand)
+    assert "stalled for 6.0 s" in caplog.text
+    built_after = fence.stamp([1])  # still the old generation: the group has not re-admitted
+    assert not fence.current(built_after)
+    generation[0] = 5  # re-admitted, in a newer generation
+    assert fence.current(fence.stamp([1])) and not fence.current(in_hand)
+
+
+def test_a_stale_batch_sends_nothing_to_redis_or_kafka():
+    log, core = Log(), Core()
+    calls: list = []
+
+    async def write_redis(update):
+        calls.append("redis")
+
+    class AdmitAll:
+        def admit(self, batch):
+            return batch
+
+    class Stale:
+        def current(self, fences):
+            return False
+
+    metrics = WorkerMetrics()
+    reporter = MetricsReporter(metrics, lambda batch: {}, Submitted(), core.accounts)
+    updates = BoardUpdates(core.windows, DEFAULT_SCORING, core.runtimes)
+    clock = WorkerClock(False, core.runtimes)
+    lock = asyncio.Lock()
+    decay = DecayTimer(core.runtimes, core.accounts, updates, clock, Submitted(), lock,
+                       metrics)
+    changelog = FakeChangelog(ChangelogWriter(FakeProducer().send, "acc", "part", {},
+                                              core.runtimes), calls)
+    step = BatchStep(AdmitAll(), core.aggregator, decay, changelog, updates, write_redis,
+                     WriteOrder(), reporter, clock, lock, Stale())
+
+    async def main():
+        log.event("a", event_id="a1")
+        await (await step(batch_of(log, core)))
+
+    run(main())
+    assert calls == []
+    store = FakeStore()
+    run(RedisWrites(store, Stale()).write(EMPTY))
+    assert store.updates == []
+
+
+def test_partitions_redis_is_behind_on_are_rewritten(caplog):
+    store = FakeStore()
+    writes = RedisWrites(store, Unfenced())
+    rewrite = Recorder()
+    watch = RedisWatch(writes, rewrite, lambda: [0, 1, 2])
+    run(writes.claim({0: (3, 1), 1: (3, 1), 2: (3, 1)}))
+    run(writes.write(BoardUpdate([], set(), {}, {}, 0, 0, {0: (3, 5), 1: (3, 2)})))
+    # Redis as it was acknowledged for 0; an older copy for 1; a newer owner's for 2
+    store.stamps = {0: (3, 5), 1: (3, 1), 2: (4, 1)}
+    with caplog.at_level(logging.WARNING):
+        run(watch.check())
+    assert rewrite.calls == [("Redis was behind the state", {1})]
+    assert "Redis is behind the state for partitions [1]" in caplog.text
+    store.stamps = {0: (3, 5), 1: (3, 2), 2: (4, 1)}  # rewritten
+    run(watch.check())
+    assert len(rewrite.calls) == 1
+    store.stamps = {}  # an older copy from before any write
+    run(watch.check())
+    assert rewrite.calls[-1] == ("Redis was behind the state", {0, 1, 2})

@@ -6,8 +6,8 @@ them into their partitions' campaign totals; the sink (streams/sink/writer.py) w
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from streams.core.aggregate import PartitionRuntime
 from streams.core.scoring import AccountView, ScoringConfig, account_view
@@ -16,6 +16,15 @@ from streams.core.windows import Windows
 
 #: window -> [views, likes, uploads, accounts] of one campaign in one partition
 CampaignSums = dict[str, list[int]]
+#: partition -> (owner epoch, write sequence): who wrote an update (streams/worker/fence.py)
+Fences = dict[int, tuple[int, int]]
+#: the fences of an update for these partitions, stamped when it is built
+Stamp = Callable[[Iterable[int]], Fences]
+
+
+def unstamped(partitions: Iterable[int]) -> Fences:
+    """No fences: the writes of `rankflow rebuild`, which owns no partition."""
+    return {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,16 +40,19 @@ class BoardUpdate:
     partitions: dict[int, tuple[int, int]]
     clock_ms: int
     now_ms: int
+    #: the owner stamp of every partition the update writes for
+    fences: Fences = field(default_factory=dict)
 
 
 class BoardUpdates:
     """Builds board updates of the owned partitions' accounts."""
 
     def __init__(self, windows: Windows, scoring: ScoringConfig,
-                 runtimes: Mapping[int, PartitionRuntime]) -> None:
+                 runtimes: Mapping[int, PartitionRuntime], stamp: Stamp = unstamped) -> None:
         self.windows = windows
         self.scoring = scoring
         self.runtimes = runtimes
+        self.stamp = stamp
 
     def of(self, states: Iterable[AccountState], profiles: set[str],
            partitions: Iterable[int], clock: int, now_ms: int) -> BoardUpdate:
@@ -55,11 +67,14 @@ class BoardUpdates:
                     window: list(sums) for window, sums in totals.totals[campaign].items()}
         counters = {p: (self.runtimes[p].progress.events, self.runtimes[p].progress.dlq)
                     for p in partitions}
-        return BoardUpdate(views, profiles, campaigns, counters, clock, now_ms)
+        written = {v.partition for v in views} | counters.keys() | {p for p, _ in campaigns}
+        return BoardUpdate(views, profiles, campaigns, counters, clock, now_ms,
+                           self.stamp(sorted(written)))
 
     def totals(self, clock: int, now_ms: int) -> BoardUpdate:
         """Every owned partition's campaign totals and counters, whole."""
         campaigns = {(p, c): {w: list(sums) for w, sums in totals.items()}
                      for p, runtime in self.runtimes.items()
                      for c, totals in runtime.campaigns.totals.items()}
+        # every owned partition is among the counters', so the stamp covers the totals
         return replace(self.of([], set(), self.runtimes, clock, now_ms), campaigns=campaigns)

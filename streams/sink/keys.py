@@ -52,6 +52,12 @@ class RedisKeys:
         return f"{self.prefix}generation"
 
     @property
+    def owners(self) -> str:
+        """Hash of `{partition}.epoch` and `{partition}.seq`: each partition's owner epoch
+        and its last write sequence (streams/worker/fence.py)."""
+        return f"{self.prefix}owners:partitions"
+
+    @property
     def categories(self) -> str:
         """Set of every category that has a board (for readers listing boards)."""
         return f"{self.prefix}categories"

@@ -9,10 +9,14 @@ A batch's board and account changes travel as one JSON argument to one script
 (`lua/apply_changes.lua`): redis-py packs every command argument in Python, which cost the
 worker more than the rest of a batch's Redis work under live load, while Redis runs
 the script on its own core. Values are sent as the strings redis-py would have sent.
+
+Every script begins with the owner check (`lua/fence.lua`): the changes of a partition
+whose owner is newer than the write's are refused inside Redis, and logged.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +31,8 @@ from streams.core.updates import BoardUpdate
 from streams.core.windows import VIEWS, Windows
 from streams.sink.keys import RedisKeys
 
+log = logging.getLogger(__name__)
+
 #: the Lua scripts beside this module, by name
 LUA = Path(__file__).with_name("lua")
 #: notices kept in the change stream (about 10 minutes at several batches a second)
@@ -36,6 +42,11 @@ CHANGES_KEPT = 10_000
 def script(name: str) -> str:
     """The source of `lua/{name}.lua`."""
     return (LUA / f"{name}.lua").read_text()
+
+
+def fenced_script(name: str) -> str:
+    """`lua/{name}.lua` after the owner check it calls (`lua/fence.lua`)."""
+    return script("fence") + script(name)
 
 
 def _text(value: str | int | float) -> str:
@@ -61,17 +72,24 @@ class BoardChanges:
     def remove(self, key: str, member: str) -> None:
         self.removes.setdefault(key, []).append(member)
 
-    def changed(self, prefix_length: int) -> list[str]:
-        """The boards touched, as `window:board` (their keys without the `lb:` prefix)."""
-        return sorted(key[prefix_length:] for key in self.adds.keys() | self.removes.keys())
+    def boards(self) -> set[str]:
+        """The keys of the boards touched."""
+        return self.adds.keys() | self.removes.keys()
 
-    def payload(self) -> bytes:
-        """The argument of lua/apply_changes.lua."""
+    def payload(self) -> dict[str, object]:
+        """One partition's part of the argument of lua/apply_changes.lua."""
         add = {key: [item for member, score in members.items()
                      for item in (_text(score), member)]
                for key, members in self.adds.items()}
-        return orjson.dumps({"rem": self.removes, "add": add, "del": self.hash_deletes,
-                             "set": self.hash_sets})
+        return {"rem": self.removes, "add": add, "del": self.hash_deletes,
+                "set": self.hash_sets}
+
+
+def apply_changes_payload(parts: Mapping[int, BoardChanges],
+                          fences: Mapping[int, tuple[int, int]]) -> bytes:
+    """The argument of lua/apply_changes.lua: each partition's changes and owner stamp."""
+    return orjson.dumps({"fence": {str(p): list(f) for p, f in fences.items()},
+                         "parts": {str(p): c.payload() for p, c in parts.items()}})
 
 
 class RedisBoardWriter:
@@ -82,7 +100,7 @@ class RedisBoardWriter:
         self.keys = keys
         self.windows = windows
         self._sum_parts = client.register_script(script("sum_parts"))
-        self._apply_changes = client.register_script(script("apply_changes"))
+        self._apply_changes = client.register_script(fenced_script("apply_changes"))
 
     async def generation(self) -> str | None:
         """The current data generation marker, or None when Redis has none (lost data)."""
@@ -103,31 +121,62 @@ class RedisBoardWriter:
         listed_as = await self._listed_categories(
             [v for v in views if v.account_id in update.profiles])
         pipe = self.client.pipeline(transaction=False)
-        boards = BoardChanges()
+        parts: dict[int, BoardChanges] = {}
         for view in views:
+            boards = parts.get(view.partition)
+            if boards is None:
+                boards = parts[view.partition] = BoardChanges()
             self._account(boards, view, listed_as.get(view.account_id))
-        if views:
-            await self._apply_changes(args=[boards.payload()], client=pipe)
+        fences = update.fences
+        if parts or fences:
+            await self._apply_changes(keys=[self.keys.owners],
+                                      args=[apply_changes_payload(parts, fences)],
+                                      client=pipe)
         categories = {v.category for v in views if v.listed}
         if categories:
             pipe.sadd(self.keys.categories, *categories)
         campaigns = {c for v in views for c in v.campaigns}
         if campaigns:
             pipe.sadd(self.keys.campaigns, *campaigns)
-        changed = boards.changed(len(self.keys.boards_prefix))
+        prefix = len(self.keys.boards_prefix)
+        changed = sorted(key[prefix:] for c in parts.values() for key in c.boards())
         if changed:
             notice = orjson.dumps({"clock": update.clock_ms, "accounts": len(views),
                                    "boards": changed})
             pipe.xadd(self.keys.changes, {"notice": notice}, maxlen=CHANGES_KEPT,
                       approximate=True)
         for (partition, campaign), totals in update.campaigns.items():
-            await self._campaign_totals(pipe, partition, campaign, totals)
+            await self._campaign_totals(pipe, partition, campaign, totals, fences)
         for partition, (events, dlq) in update.partitions.items():
-            await self._sum_parts(keys=[self.keys.meta_parts, self.keys.meta], args=[
-                partition, "events", events, "dlq", dlq,
+            await self._sum_parts(keys=[self.keys.meta_parts, self.keys.meta,
+                                        self.keys.owners], args=[
+                partition, _epoch(fences, partition), "events", events, "dlq", dlq,
                 "max:clock", update.clock_ms, "max:updated_at", update.now_ms,
             ], client=pipe)
-        await pipe.execute()
+        results = await pipe.execute()
+        if fences and results and results[0]:
+            log.warning("partitions %s have a newer owner: this worker's writes for them "
+                        "were refused", sorted(results[0]))
+
+    async def claim(self, fences: Mapping[int, tuple[int, int]]) -> None:
+        """Take partitions over whatever epoch Redis holds for them: the consumer group
+        assigned them to this worker now (a group created anew starts its generations
+        again)."""
+        if fences:
+            await self.client.hset(self.keys.owners, mapping={
+                f"{p}.{name}": value for p, (epoch, seq) in fences.items()
+                for name, value in (("epoch", epoch), ("seq", seq))})
+
+    async def written(self, partitions: list[int]) -> dict[int, tuple[int, int]]:
+        """The owner stamp Redis holds for each partition (absent: none)."""
+        fields = [f"{p}.{name}" for p in partitions for name in ("epoch", "seq")]
+        values = await self.client.hmget(self.keys.owners, fields)
+        stamps = {}
+        for i, p in enumerate(partitions):
+            epoch, seq = values[2 * i], values[2 * i + 1]
+            if epoch is not None and seq is not None:
+                stamps[p] = (int(epoch), int(seq))
+        return stamps
 
     async def _listed_categories(self, views: list[AccountView]) -> dict[str, str | None]:
         """The category each account is listed under in Redis now (before a move)."""
@@ -175,11 +224,19 @@ class RedisBoardWriter:
         boards.hash_sets.append(fields)
 
     async def _campaign_totals(self, pipe: aioredis.client.Pipeline, partition: int,
-                               campaign: str, totals: Mapping[str, list[int]]) -> None:
-        args: list[str | int] = [partition]
+                               campaign: str, totals: Mapping[str, list[int]],
+                               fences: Mapping[int, tuple[int, int]]) -> None:
+        args: list[str | int] = [partition, _epoch(fences, partition)]
         for window in self.windows.ids:
             sums = totals.get(window, (0, 0, 0, 0))
             for name, value in zip(CAMPAIGN_FIELDS, sums, strict=True):
                 args += [f"{window}.{name}", value]
-        keys = [self.keys.campaign_parts(campaign), self.keys.campaign(campaign)]
+        keys = [self.keys.campaign_parts(campaign), self.keys.campaign(campaign),
+                self.keys.owners]
         await self._sum_parts(keys=keys, args=args, client=pipe)
+
+
+def _epoch(fences: Mapping[int, tuple[int, int]], partition: int) -> str | int:
+    """A partition's owner epoch as lua/sum_parts.lua takes it ('' when unstamped)."""
+    fence = fences.get(partition)
+    return "" if fence is None else fence[0]

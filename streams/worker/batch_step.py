@@ -42,6 +42,12 @@ class Decay(Protocol):
     def due(self, clock: int) -> dict[str, AccountState]: ...
 
 
+class Fence(Protocol):
+    """PartitionFence: may a write stamped with these fences still be sent?"""
+
+    def current(self, fences: Mapping[int, tuple[int, int]]) -> bool: ...
+
+
 class Changelog(Protocol):
     """ChangelogWriter: encodes state records, and sends records until acked."""
 
@@ -58,7 +64,7 @@ class BatchStep:
                  changelog: Changelog, updates: BoardUpdates,
                  write_redis: Callable[[BoardUpdate], Awaitable[None]], order: WriteOrder,
                  reporter: MetricsReporter, clock: Callable[[], int],
-                 lock: asyncio.Lock) -> None:
+                 lock: asyncio.Lock, fence: Fence) -> None:
         self.ownership = ownership
         self.aggregator = aggregator
         self.decay = decay
@@ -70,6 +76,7 @@ class BatchStep:
         self.metrics: WorkerMetrics = reporter.metrics
         self.clock = clock
         self.lock = lock
+        self.fence = fence
 
     async def __call__(self, batch: RecordBatch) -> asyncio.Future[None]:
         """Apply a batch now; returns its writes, which run after the previous batch's.
@@ -106,7 +113,11 @@ class BatchStep:
                      update: BoardUpdate, produced_ms: list[int]) -> None:
         """Redis alongside Kafka: its values are absolute, so if a crash loses the
         changelog the batch is replayed and rewrites the same values. Redis first: its
-        request leaves before the changelog's sends take the event loop."""
+        request leaves before the changelog's sends take the event loop. Nothing is
+        sent for a batch built before a stall (its partitions went to another worker;
+        the offsets of a generation the group left are never committed)."""
+        if not self.fence.current(update.fences):
+            return
         await asyncio.gather(self.write_redis(update),
                              self.changelog.persist(outbound, changelog))
         self.metrics.observe_latency(produced_ms, int(time.time() * 1000))

@@ -6,6 +6,7 @@ The pieces, each with one job (and its unit tests in tests/test_worker_*.py):
 * `PartitionOwnership` (ownership.py): which partitions are applied, and their restore;
 * `ChangelogWriter` (changelog.py): state records, sends with timeout and retries;
 * `DecayTimer` (decay.py): re-scores accounts whose buckets left a window;
+* `PartitionFence` (fence.py): owner stamps on every write, and stalls noticed;
 * `RedisWrites` and `RedisWatch` (redis_watch.py): writes, and healing a Redis that
   lost its data, through the one rewrite path (`LayoutRewriter`, streams/sink/rewrite.py);
 * `MetricsReporter` (metrics.py): counts, logs and publishes the worker's figures.
@@ -37,6 +38,7 @@ from streams.worker.batch_step import BatchStep
 from streams.worker.changelog import ChangelogWriter
 from streams.worker.clock import WorkerClock
 from streams.worker.decay import DecayTimer
+from streams.worker.fence import PartitionFence
 from streams.worker.metrics import MetricsReporter, WorkerMetrics
 from streams.worker.order import WriteOrder
 from streams.worker.ownership import PartitionOwnership
@@ -64,6 +66,7 @@ class Worker:
     watch: RedisWatch
     rewriter: LayoutRewriter
     reporter: MetricsReporter
+    fence: PartitionFence
     event_clock: bool
 
 
@@ -79,12 +82,16 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
     lock = asyncio.Lock()
     order = WriteOrder()
     metrics = WorkerMetrics()
-    updates = BoardUpdates(windows, scoring_config(settings), runtimes)
+    fence = PartitionFence(lambda: app.consumer_generation_id, settings.session_timeout)
+    updates = BoardUpdates(windows, scoring_config(settings), runtimes, fence.stamp)
     board_writer = RedisBoardWriter(redis, RedisKeys(settings.prefix), windows)
-    redis_writes = RedisWrites(board_writer)
+    redis_writes = RedisWrites(board_writer, fence)
 
     def submit(update: BoardUpdate) -> asyncio.Future[None]:
         return order.then(redis_writes.write(update))
+
+    def claim(partitions: set[int]) -> asyncio.Future[None]:
+        return order.then(redis_writes.claim(fence.stamp(sorted(partitions))))
 
     rewriter = LayoutRewriter(accounts, runtimes, updates, clock, submit, lock, REWRITE_CHUNK)
     changelog_topics = [table.changelog_topic.get_topic_name()
@@ -102,7 +109,7 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
         runtimes, accounts, segments, windows,
         lambda: RecentEventIds(settings.dedup_min_events,
                                int(settings.dedup_min_seconds * 1000)),
-        clock, recovered, assigned, rewriter.rewrite, lock)
+        clock, recovered, assigned, rewriter.rewrite, claim, lock)
     decay = DecayTimer(runtimes, accounts, updates, clock, submit, lock, metrics)
     reporter = MetricsReporter(
         metrics, lambda batch: left_to_read(app.consumer, batch),
@@ -115,9 +122,9 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
     aggregator = BatchAggregator(wiring.topics, windows, settings.partitions, accounts,
                                  runtimes)
     step = BatchStep(ownership, aggregator, decay, changelog, updates, redis_writes.write,
-                     order, reporter, clock, lock)
-    watch = RedisWatch(redis_writes, rewriter.rewrite)
-    return Worker(step, ownership, decay, watch, rewriter, reporter, event_clock)
+                     order, reporter, clock, lock, fence)
+    watch = RedisWatch(redis_writes, rewriter.rewrite, lambda: list(runtimes))
+    return Worker(step, ownership, decay, watch, rewriter, reporter, fence, event_clock)
 
 
 def install(worker: Worker, app: faust.App) -> None:
@@ -137,6 +144,7 @@ def install(worker: Worker, app: faust.App) -> None:
         app.timer(interval=DECAY_INTERVAL)(worker.decay.tick)
     app.timer(interval=METRICS_INTERVAL)(worker.reporter.publish)
     app.timer(interval=REDIS_CHECK_INTERVAL)(worker.watch.check)
+    worker.fence.start()
 
 
 def _conductor(app: faust.App) -> BatchConductor:

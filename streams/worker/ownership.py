@@ -50,7 +50,7 @@ class PartitionOwnership:
                  windows: Windows, recent: Callable[[], RecentEventIds],
                  clock: Callable[[], int], recovered: Callable[[int], bool],
                  assigned: Callable[[], set[int]], rewrite: Rewrite,
-                 lock: asyncio.Lock) -> None:
+                 claim: Callable[[set[int]], object], lock: asyncio.Lock) -> None:
         self.runtimes = runtimes
         self.accounts = accounts
         self.segments = segments
@@ -60,6 +60,7 @@ class PartitionOwnership:
         self.recovered = recovered
         self.assigned = assigned
         self.rewrite = rewrite
+        self.claim = claim
         self.lock = lock
         self._rewrites: set[asyncio.Future[object]] = set()
 
@@ -100,9 +101,11 @@ class PartitionOwnership:
         return batch
 
     def restore(self, partitions: set[int]) -> None:
-        """Rebuild runtimes of newly owned partitions from the recovered tables."""
+        """Claim newly owned partitions, then rebuild their runtimes from the recovered
+        tables (a stalled previous owner's late writes are refused from here on)."""
         if not partitions:
             return
+        self.claim(partitions)
         segments: dict[int, list[tuple[Segment, PartitionProgress | None]]] = {
             p: [] for p in partitions}
         for partition, segment, progress in self.segments.values():

@@ -3,21 +3,26 @@
 Responsible for:
 
 * `RedisWrites`: writing a board update, retried while Redis is away, after adopting
-  the data generation marker before the worker's first write;
+  the data generation marker before the worker's first write; claiming newly owned
+  partitions (streams/worker/fence.py);
 * `RedisWatch`: noticing, once a second, that the marker is gone or replaced (FLUSHALL,
   a restart without persistence), and then rewriting the layout of every owned
-  partition from state (tests/integration/test_redis_loss.py).
+  partition from state (tests/integration/test_redis_loss.py); and that Redis is behind
+  the state (an older copy of itself: a failover to a replica that missed acknowledged
+  writes, a restore from a backup), when a partition's owner stamp in Redis is older
+  than the last this worker had acknowledged, and then rewriting that partition
+  (tests/integration/test_redis_behind.py).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
 import redis.asyncio as aioredis
 
-from streams.core.updates import BoardUpdate
+from streams.core.updates import BoardUpdate, Fences
 from streams.worker.retry import retrying
 
 log = logging.getLogger(__name__)
@@ -32,14 +37,27 @@ class GenerationStore(Protocol):
 
     async def write(self, update: BoardUpdate) -> None: ...
 
+    async def claim(self, fences: Fences) -> None: ...
+
+    async def written(self, partitions: list[int]) -> Fences: ...
+
+
+class Fence(Protocol):
+    """PartitionFence: may a write stamped with these fences still be sent?"""
+
+    def current(self, fences: Mapping[int, tuple[int, int]]) -> bool: ...
+
 
 class RedisWrites:
     """Writes board updates; knows the data generation they went to."""
 
-    def __init__(self, store: GenerationStore) -> None:
+    def __init__(self, store: GenerationStore, fence: Fence) -> None:
         self.store = store
+        self.fence = fence
         #: the generation this worker's writes went to (None before the first)
         self.generation: str | None = None
+        #: partition -> the newest owner stamp Redis acknowledged from this worker
+        self.acked: Fences = {}
 
     async def adopt_generation(self) -> None:
         """Before this worker's first write: adopt the marker in force, or claim one for
@@ -52,33 +70,74 @@ class RedisWrites:
             log.warning("could not read the Redis generation marker: %s", exc)
 
     async def write(self, update: BoardUpdate) -> None:
+        """Write an update, unless it was built before a stall (fence.py)."""
+        if not self.fence.current(update.fences):
+            return
         if self.generation is None:
             await self.adopt_generation()
         await retrying("writing Redis", lambda: self.store.write(update))
+        self._acknowledged(update.fences)
+
+    async def claim(self, fences: Fences) -> None:
+        """Take over newly assigned partitions before writing for them."""
+        await retrying("claiming partitions in Redis", lambda: self.store.claim(fences))
+        self._acknowledged(fences)
+
+    async def behind(self, owned: list[int]) -> list[int]:
+        """The owned partitions whose owner stamp in Redis is older than the newest it
+        acknowledged: Redis went back to an older copy of itself. (A newer stamp is a
+        newer owner's, and fine.)"""
+        want = {p: self.acked[p] for p in owned if p in self.acked}
+        if not want:
+            return []
+        found = await self.store.written(sorted(want))
+        return [p for p, stamp in sorted(want.items()) if found.get(p, (-1, -1)) < stamp]
+
+    def _acknowledged(self, fences: Fences) -> None:
+        acked = self.acked
+        for partition, stamp in fences.items():
+            if stamp > acked.get(partition, (-1, -1)):
+                acked[partition] = stamp
+
+
+class Rewrite(Protocol):
+    """LayoutRewriter.rewrite: every owned partition's layout, or the named ones'."""
+
+    def __call__(self, why: str, partitions: set[int] | None = None) -> Awaitable[object]: ...
 
 
 class RedisWatch:
     """Rewrites the layout from state when Redis no longer holds what was written."""
 
-    def __init__(self, writes: RedisWrites,
-                 rewrite: Callable[[str], Awaitable[object]]) -> None:
+    def __init__(self, writes: RedisWrites, rewrite: Rewrite,
+                 owned: Callable[[], Iterable[int]]) -> None:
         self.writes = writes
         self.rewrite = rewrite
+        self.owned = owned
 
     async def check(self, *_: object) -> None:
         """The marker missing or changed means Redis lost its data: claim a new one,
-        then rewrite every owned partition (batches go on between chunks)."""
+        then rewrite every owned partition (batches go on between chunks). Else the
+        partitions Redis is behind on are rewritten."""
         writes = self.writes
         if writes.generation is None:  # nothing written yet
             await writes.adopt_generation()
             return
         store = writes.store
         try:
-            if await store.generation() == writes.generation:
-                return
-            writes.generation = await store.claim_generation()
+            lost = await store.generation() != writes.generation
+            if lost:
+                writes.generation = await store.claim_generation()
+            else:
+                behind = await writes.behind(list(self.owned()))
         except aioredis.RedisError as exc:
             log.warning("could not check the Redis generation marker: %s", exc)
             return
-        log.warning("Redis has lost its data (generation marker gone or replaced)")
-        await self.rewrite("Redis lost its data")
+        if lost:
+            log.warning("Redis has lost its data (generation marker gone or replaced)")
+            await self.rewrite("Redis lost its data")
+        elif behind:
+            log.warning("Redis is behind the state for partitions %s (an older copy of "
+                        "itself: a failover to a replica that missed writes, or a restore)",
+                        behind)
+            await self.rewrite("Redis was behind the state", set(behind))

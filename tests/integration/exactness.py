@@ -58,8 +58,10 @@ def scenario(events: int, seed: int = 23, accounts: int = 300) -> list:
 def layout(r: Any, prefix: str) -> dict[str, Any]:
     """Every key under `prefix` (without it) and its content, normalised for comparing."""
     names = [key[len(prefix):] for key in r.scan_iter(f"{prefix}*", count=1000)]
-    # not the change feed, the worker metrics or the data generation marker (random)
-    names = [n for n in names if n not in ("changes", "metrics:workers", "generation")]
+    # not the change feed, the worker metrics, the data generation marker (random) or
+    # the owner epochs and write sequences (they count rebalances and writes)
+    names = [n for n in names
+             if n not in ("changes", "metrics:workers", "generation", "owners:partitions")]
     pipe = r.pipeline(transaction=False)
     for name in names:
         pipe.type(prefix + name)

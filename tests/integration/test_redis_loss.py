@@ -26,12 +26,14 @@ from tests.reference import expected_state
 PORT = 16392
 
 
-def start_redis(tmp: Path) -> subprocess.Popen[bytes]:
+def start_redis(tmp: Path, port: int = PORT) -> subprocess.Popen[bytes]:
+    """A redis-server of the test's own, with no persistence but a `SAVE` into `tmp`
+    (which a restart there loads)."""
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
-    proc = subprocess.Popen([server, "--port", str(PORT), "--bind", "127.0.0.1", "--save", "",
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(tmp)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=PORT)
+    client = redis.Redis(port=port)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:

@@ -1,8 +1,14 @@
--- KEYS[1]: per-partition parts hash, KEYS[2]: total hash. ARGV[1]: partition, then
--- field/value pairs. Sets the partition's share, then every total as the sum of all
--- partitions' shares. Fields named "max:..." are combined by max, not sum.
+-- KEYS[1]: per-partition parts hash, KEYS[2]: total hash, KEYS[3]: the partition owners
+-- hash. ARGV[1]: partition, ARGV[2]: its owner epoch ('' when unstamped), then
+-- field/value pairs. Unless the owner check refuses it (returns -1), sets the
+-- partition's share, then every total as the sum of all partitions' shares. Fields named
+-- "max:..." are combined by max, not sum.
 local part = ARGV[1]
-for i = 2, #ARGV, 2 do
+if ARGV[2] ~= '' then
+  local held = tonumber(redis.call('HGET', KEYS[3], part .. '.epoch')) or -1
+  if held > tonumber(ARGV[2]) then return -1 end
+end
+for i = 3, #ARGV, 2 do
   redis.call('HSET', KEYS[1], part .. '|' .. ARGV[i], ARGV[i + 1])
 end
 local all = redis.call('HGETALL', KEYS[1])

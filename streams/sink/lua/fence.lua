@@ -1,0 +1,13 @@
+-- The owner check every write script begins with (streams/worker/fence.py). A write is
+-- stamped per partition with its worker's owner epoch (the consumer group generation it
+-- was built in) and write sequence; `owners` holds each partition's newest epoch. A write
+-- older than the partition's owner is a stalled worker's and is refused; a newer one takes
+-- the partition over. An unstamped write (rankflow rebuild) is not checked.
+-- (tests/integration/test_fencing.py)
+local function owned(owners, partition, fence)
+  if fence == nil then return true end
+  local held = tonumber(redis.call('HGET', owners, partition .. '.epoch')) or -1
+  if held > fence[1] then return false end
+  redis.call('HSET', owners, partition .. '.epoch', fence[1], partition .. '.seq', fence[2])
+  return true
+end

@@ -1,0 +1,61 @@
+"""The owner check inside the write scripts (streams/sink/lua/fence.lua), on the real Redis:
+a write older than a partition's owner changes nothing of that partition, and nothing
+else is held back with it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import redis.asyncio as aioredis
+
+from streams.core.scoring import AccountView, WindowScore
+from streams.core.updates import BoardUpdate
+from streams.core.windows import Windows
+from streams.sink.keys import RedisKeys
+from streams.sink.writer import RedisBoardWriter
+
+
+def _view(account_id: str, partition: int, views: int) -> AccountView:
+    scores = {w: WindowScore(views, 0, 0, float(views)) for w in Windows().ids}
+    return AccountView(account_id, partition, True, "police", None, 0, scores, {})
+
+
+def _update(views: list[AccountView], fences: dict[int, tuple[int, int]]) -> BoardUpdate:
+    counters = {v.partition: (v.windows["all"].views, 0) for v in views}
+    return BoardUpdate(views, set(), {}, counters, 1, 1, fences)
+
+
+def test_a_write_older_than_the_partitions_owner_is_refused_and_others_apply(stack):
+    keys = RedisKeys(f"fence{uuid.uuid4().hex[:8]}:")
+
+    async def main() -> None:
+        client = aioredis.Redis.from_url(stack.redis, decode_responses=True)
+        writer = RedisBoardWriter(client, keys, Windows())
+        board = keys.board("all", "all")
+        try:
+            await writer.write(_update([_view("a", 0, 5), _view("b", 1, 7)],
+                                       {0: (4, 1), 1: (4, 1)}))
+            await writer.claim({0: (5, 2)})  # another worker took partition 0 over
+            # the stalled worker's write in hand: partition 0 refused, 1 still its own
+            await writer.write(_update([_view("a", 0, 99), _view("b", 1, 8)],
+                                       {0: (4, 2), 1: (4, 2)}))
+            assert await client.zscore(board, "a") == 5.0
+            assert await client.hget(keys.account("a"), "all.views") == "5"
+            assert await client.hget(keys.meta_parts, "0|events") == "5"
+            assert await client.zscore(board, "b") == 8.0
+            # the new owner writes; a rebuild's unstamped write is not checked
+            await writer.write(_update([_view("a", 0, 6)], {0: (5, 3)}))
+            assert await client.zscore(board, "a") == 6.0
+            await writer.write(_update([_view("a", 0, 9)], {}))
+            assert await client.zscore(board, "a") == 9.0
+            owners = await client.hgetall(keys.owners)
+            assert owners == {"0.epoch": "5", "0.seq": "3", "1.epoch": "4", "1.seq": "2"}
+            assert await client.hget(keys.meta, "events") == "17"  # 9 + 8
+        finally:
+            names = [k async for k in client.scan_iter(f"{keys.prefix}*")]
+            if names:
+                await client.delete(*names)
+            await client.aclose()
+
+    asyncio.run(main())

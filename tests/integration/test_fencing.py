@@ -1,0 +1,116 @@
+"""A stalled worker is fenced: SIGSTOPped past its session timeout under live load, then
+woken after the other worker took over, it writes nothing more for the partitions it
+lost (streams/worker/fence.py, the owner check in streams/sink/lua/fence.lua).
+
+Two workers share a live event-clock replay; one is stopped for longer than the session
+timeout and woken with the writes of its last batches in hand. The layout must end exact
+with both running, and again when both restart and rebuild Redis from their changelogs
+alone (every key of the deployment deleted first), so neither Redis nor the changelog
+kept a stale write.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+
+import orjson
+import pytest
+
+from streams.core.ingest import partition_for
+from streams.core.periods import parse_periods
+from streams.dev.simulate import Message
+from tests.integration.exactness import (
+    PERIODS,
+    compare,
+    contract_keys,
+    describe,
+    expected_layout,
+    layout,
+    scenario,
+)
+from tests.reference import expected_state
+
+EVENTS = 24_000
+RATE = 800.0  # events/s: a live replay of about 30 s
+SESSION_TIMEOUT = 6
+STOPPED_S = 16  # past the session timeout, and long enough for the other to take over
+PARTITIONS = 8
+ENV = {"RANKFLOW_CLOCK": "event", "RANKFLOW_PERIODS": PERIODS,
+       "RANKFLOW_PARTITIONS": str(PARTITIONS),
+       "RANKFLOW_SESSION_TIMEOUT": str(SESSION_TIMEOUT), "RANKFLOW_BATCH_MAX_RECORDS": "500",
+       "PYTHONUNBUFFERED": "1"}
+
+
+def with_closing_events(messages: list[Message]) -> list[Message]:
+    """The replay, then one view per partition at its last event time: each worker's
+    event clock is the largest event time of its own partitions, so this brings both to
+    the same clock and their boards decay alike."""
+    expected = expected_state([(m.kind, m.key, m.value) for m in messages],
+                              parse_periods(PERIODS))
+    last = max(e.ts for a in expected.accounts.values() for _, e in a.events)
+    by_partition: dict[int, str] = {}
+    for m in messages:
+        if m.kind == "accounts" and m.key:
+            by_partition.setdefault(partition_for(m.key.decode(), PARTITIONS), m.key.decode())
+    return [*messages, *(
+        Message("view", account_id.encode(), orjson.dumps(
+            {"event_id": f"closing-{p}", "account_id": account_id, "ts": last}))
+        for p, account_id in sorted(by_partition.items()))]
+
+
+def _assert_exact(d, want, what: str) -> None:
+    got = layout(d.redis, d.prefix)
+    diff = compare(contract_keys(got), want)
+    assert (diff.lost, diff.double_counted, len(diff.keys)) == (0, 0, 0), (
+        f"{what}: {len(diff.keys)} keys differ (got, want): "
+        f"{describe(got, want, diff.keys, limit=5)}")
+
+
+def _assignments(d, worker: int) -> int:
+    log = (d.workers[worker].log).read_text(errors="replace")
+    return len(re.findall("Setting newly assigned partitions", log))
+
+
+@pytest.mark.timeout(420)
+def test_a_worker_stopped_past_its_session_timeout_writes_nothing_for_lost_partitions(deploy):
+    d = deploy(**ENV)
+    messages = with_closing_events(scenario(EVENTS))
+    expected = expected_state([(m.kind, m.key, m.value) for m in messages],
+                              parse_periods(PERIODS))
+    clock = max(e.ts for a in expected.accounts.values() for _, e in a.events)
+    want = expected_layout(expected, clock)
+    producer = threading.Thread(target=d.produce, args=(messages, RATE), daemon=True)
+    stalled, other = d.start_worker(), d.start_worker()
+    d.wait_for(lambda: _assignments(d, 0) >= 1 and _assignments(d, 1) >= 1, 90,
+               "both workers assigned")
+    producer.start()
+    d.wait_for(lambda: int(d.meta().get("events", 0)) >= EVENTS // 4, 90,
+               "a quarter of the replay counted")
+    taken_over = _assignments(d, 1)
+    stalled.send_signal(signal.SIGSTOP)
+    try:
+        d.wait_for(lambda: _assignments(d, 1) > taken_over, 60,
+                   "the other worker taking over")
+        time.sleep(max(0.0, STOPPED_S - SESSION_TIMEOUT))
+    finally:
+        stalled.send_signal(signal.SIGCONT)
+    producer.join(timeout=120)
+    d.wait_counted(expected.counted, expected.dead, timeout=120)
+    d.wait_for(lambda: d.meta().get("clock") == str(clock), 30, "the event clock")
+    time.sleep(3)  # a stale write landing late would land by now
+    _assert_exact(d, want, "both running after the stall")
+    assert "stalled for" in stalled.log.read_text(errors="replace"), \
+        "the woken worker did not say it had stalled"
+
+    # Redis rebuilt from the changelogs alone: a stale changelog record would show here
+    d.stop(stalled)
+    d.stop(other)
+    keys = list(d.redis.scan_iter(f"{d.prefix}*", count=1000))
+    d.redis.delete(*keys)
+    d.start_worker(), d.start_worker()
+    d.wait_counted(expected.counted, expected.dead, timeout=120)
+    d.wait_for(lambda: d.meta().get("clock") == str(clock), 30, "the event clock")
+    _assert_exact(d, want, "after both restarted over an emptied Redis")
