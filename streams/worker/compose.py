@@ -8,7 +8,9 @@ The pieces, each with one job (and its unit tests in tests/test_worker_*.py):
 * `DecayTimer` (decay.py): re-scores accounts whose buckets left a window;
 * `RedisWrites` and `RedisWatch` (redis_watch.py): writes, and healing a Redis that
   lost its data, through the one rewrite path (`LayoutRewriter`, streams/sink/rewrite.py);
-* `MetricsReporter` (metrics.py): counts, logs and publishes the worker's figures.
+* `MetricsReporter` (metrics.py): counts, logs and publishes the worker's figures;
+* `Readiness` and `Liveness` (health.py), fed by the retry policy (retry.py) and served
+  by `HealthServer` (health_server.py) when `RANKFLOW_HEALTH_PORT` is set.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import faust
 import redis.asyncio as aioredis
@@ -37,6 +39,8 @@ from streams.worker.batch_step import BatchStep
 from streams.worker.changelog import ChangelogWriter
 from streams.worker.clock import WorkerClock
 from streams.worker.decay import DecayTimer
+from streams.worker.health import Liveness, Readiness
+from streams.worker.health_server import HealthServer
 from streams.worker.metrics import MetricsReporter, WorkerMetrics
 from streams.worker.order import WriteOrder
 from streams.worker.ownership import PartitionOwnership
@@ -64,7 +68,17 @@ class Worker:
     watch: RedisWatch
     rewriter: LayoutRewriter
     reporter: MetricsReporter
+    readiness: Readiness
+    liveness: Liveness
+    #: the health endpoint, when RANKFLOW_HEALTH_PORT is set (started beside the app)
+    health_server: HealthServer | None
     event_clock: bool
+
+
+class _Partition(NamedTuple):
+    """A source partition by number, as `PartitionOwnership.ready` asks about it."""
+
+    partition: int
 
 
 def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) -> Worker:
@@ -81,7 +95,8 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
     metrics = WorkerMetrics()
     updates = BoardUpdates(windows, scoring_config(settings), runtimes)
     board_writer = RedisBoardWriter(redis, RedisKeys(settings.prefix), windows)
-    redis_writes = RedisWrites(board_writer)
+    liveness = Liveness(settings.unhealthy_after)
+    redis_writes = RedisWrites(board_writer, liveness)
 
     def submit(update: BoardUpdate) -> asyncio.Future[None]:
         return order.then(redis_writes.write(update))
@@ -111,13 +126,19 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
         accounts)
     accounts_topic, partitions_topic = changelog_topics
     changelog = ChangelogWriter(app.producer.send, accounts_topic, partitions_topic, segments,
-                                runtimes)
+                                runtimes, liveness)
     aggregator = BatchAggregator(wiring.topics, windows, settings.partitions, accounts,
                                  runtimes)
     step = BatchStep(ownership, aggregator, decay, changelog, updates, redis_writes.write,
                      order, reporter, clock, lock)
     watch = RedisWatch(redis_writes, rewriter.rewrite)
-    return Worker(step, ownership, decay, watch, rewriter, reporter, event_clock)
+    readiness = Readiness(assigned, lambda p: ownership.ready(_Partition(p)))
+    server = None
+    if settings.health_port:
+        server = HealthServer(settings.health_host, settings.health_port,
+                              {"/ready": readiness.probe, "/live": liveness.probe})
+    return Worker(step, ownership, decay, watch, rewriter, reporter, readiness, liveness,
+                  server, event_clock)
 
 
 def install(worker: Worker, app: faust.App) -> None:
@@ -133,6 +154,7 @@ def install(worker: Worker, app: faust.App) -> None:
     conductor.batch_ready = worker.ownership.ready
     app.on_partitions_revoked.connect(worker.ownership.forget)  # type: ignore[arg-type]
     app.on_rebalance_complete.connect(worker.ownership.on_recovery)
+    app.on_rebalance_complete.connect(worker.readiness.assignment_done)
     if not worker.event_clock:
         app.timer(interval=DECAY_INTERVAL)(worker.decay.tick)
     app.timer(interval=METRICS_INTERVAL)(worker.reporter.publish)

@@ -18,7 +18,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 
 from streams.core.updates import BoardUpdate
-from streams.worker.retry import retrying
+from streams.worker.retry import RetryWatcher, retrying
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,9 @@ class GenerationStore(Protocol):
 class RedisWrites:
     """Writes board updates; knows the data generation they went to."""
 
-    def __init__(self, store: GenerationStore) -> None:
+    def __init__(self, store: GenerationStore, watcher: RetryWatcher | None = None) -> None:
         self.store = store
+        self.watcher = watcher  # told of failing writes (the worker's liveness)
         #: the generation this worker's writes went to (None before the first)
         self.generation: str | None = None
 
@@ -54,7 +55,8 @@ class RedisWrites:
     async def write(self, update: BoardUpdate) -> None:
         if self.generation is None:
             await self.adopt_generation()
-        await retrying("writing Redis", lambda: self.store.write(update))
+        await retrying("writing Redis", lambda: self.store.write(update),
+                       watcher=self.watcher)
 
 
 class RedisWatch:
