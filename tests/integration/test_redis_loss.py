@@ -26,12 +26,14 @@ from tests.reference import expected_state
 PORT = 16392
 
 
-def start_redis(tmp: Path) -> subprocess.Popen[bytes]:
+def start_redis(tmp: Path, port: int = PORT) -> subprocess.Popen[bytes]:
+    """A redis-server without persistence; DEBUG allowed from loopback (test_redis_stall.py)."""
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
-    proc = subprocess.Popen([server, "--port", str(PORT), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp)],
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp),
+                             "--enable-debug-command", "local"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=PORT)
+    client = redis.Redis(port=port)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
