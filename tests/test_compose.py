@@ -17,7 +17,7 @@ def test_services_and_health_checks():
     services = compose()["services"]
     assert {"kafka", "redis", "worker", "api"} <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:3.9")
-    for name in ("kafka", "redis", "api"):
+    for name in ("kafka", "redis", "api", "worker"):
         assert "healthcheck" in services[name], name
     assert services["worker"]["command"] == ["worker"]
     assert services["api"]["command"] == ["api"]
@@ -51,3 +51,11 @@ def test_rankflow_services_share_every_contract_setting():
         assert env["RANKFLOW_KAFKA"] == "kafka:9092"
         assert env["RANKFLOW_REDIS"] == "redis://redis:6379/0"
         assert Settings(**{k[9:].lower(): v for k, v in env.items()}).partitions == 8
+
+
+def test_the_worker_healthcheck_probes_its_health_endpoint():
+    worker = compose()["services"]["worker"]
+    port = Settings(**{k[9:].lower(): v for k, v in worker["environment"].items()}).health_port
+    assert port == 8081
+    probe = " ".join(worker["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{port}/" in probe and "'live', 'ready'" in probe

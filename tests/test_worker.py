@@ -405,6 +405,37 @@ def test_a_lost_generation_marker_is_claimed_again_and_the_layout_rewritten(capl
     assert len(rewrite.calls) == 1
 
 
+def test_a_large_update_is_written_in_chunks_with_the_totals_and_counters_last(monkeypatch):
+    from streams.core.scoring import AccountView
+    from streams.core.updates import in_chunks
+    from streams.worker import redis_watch
+
+    views = [AccountView(f"a{i}", 0, True, "media", None, i, {}, {}) for i in range(7)]
+    big = BoardUpdate(views, {"a3"}, {(0, "c"): {"all": [1, 0, 0, 1]}}, {0: (7, 0)}, 5, 6)
+    parts = in_chunks(big, 3)
+    assert [[v.account_id for v in p.views] for p in parts] == [
+        ["a0", "a1", "a2"], ["a3", "a4", "a5"], ["a6"]]
+    assert [(p.campaigns, p.partitions) for p in parts[:-1]] == [({}, {}), ({}, {})]
+    assert (parts[-1].campaigns, parts[-1].partitions) == (big.campaigns, big.partitions)
+    assert all((p.profiles, p.clock_ms, p.now_ms) == ({"a3"}, 5, 6) for p in parts)
+    assert in_chunks(big, 7) == [big]
+
+    # through RedisWrites: a failing chunk is retried alone, the others written once
+    monkeypatch.setattr(redis_watch, "WRITE_CHUNK", 3)
+    store = FakeStore()
+    fail_once = [aioredis.TimeoutError("Timeout reading")]
+
+    async def write(update):
+        if update.views[0].account_id == "a3" and fail_once:
+            raise fail_once.pop()
+        store.updates.append(update)
+
+    store.write = write
+    run(RedisWrites(store, Unfenced()).write(big))
+    assert [len(p.views) for p in store.updates] == [3, 3, 1]
+    assert store.updates[-1].partitions == {0: (7, 0)}
+
+
 # -- MetricsReporter ----------------------------------------------------------------
 
 

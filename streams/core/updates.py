@@ -78,3 +78,16 @@ class BoardUpdates:
                      for c, totals in runtime.campaigns.totals.items()}
         # every owned partition is among the counters', so the stamp covers the totals
         return replace(self.of([], set(), self.runtimes, clock, now_ms), campaigns=campaigns)
+
+
+def in_chunks(update: BoardUpdate, accounts: int) -> list[BoardUpdate]:
+    """The update as updates of at most `accounts` accounts each, the campaign totals and
+    counters in the last one (the writer writes `meta` last: it says "done"). Bounds the
+    longest single Redis call, so a socket timeout never fires on a legitimate write."""
+    views = update.views
+    if len(views) <= accounts:
+        return [update]
+    parts = [replace(update, views=views[start:start + accounts], campaigns={}, partitions={})
+             for start in range(0, len(views), accounts)]
+    parts[-1] = replace(parts[-1], campaigns=update.campaigns, partitions=update.partitions)
+    return parts

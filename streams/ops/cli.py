@@ -85,9 +85,12 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
                                                                  settings.app_id),
                               settings.partitions, kafka_options=kafka_client_options(settings)))
     wiring = create_app(settings)
-    install(compose_worker(wiring, settings, redis_client(settings)), wiring.app)
+    composed = compose_worker(wiring, settings, redis_client(settings))
+    install(composed, wiring.app)
+    # the health endpoint starts before the app (it answers while the tables are read)
+    beside = [composed.health_server] if composed.health_server is not None else []
     # "info", never "warn": faust maps unknown levels so that root logs at DEBUG.
-    worker = faust.Worker(wiring.app, loglevel=settings.log_level, quiet=True)
+    worker = faust.Worker(wiring.app, *beside, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
     return 0
 

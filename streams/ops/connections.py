@@ -4,7 +4,10 @@ Every client rankflow makes goes through here, so a secured deployment needs onl
 `RANKFLOW_*` security settings (streams/ops/settings.py validates their combinations):
 
 * `redis_client(settings)`: Redis with the password (`RANKFLOW_REDIS_PASSWORD`, or the one
-  in the URL) and, for `rediss://` URLs, the CA, certificate and key files.
+  in the URL), for `rediss://` URLs the CA, certificate and key files, and the connect and
+  socket timeouts and TCP keepalive (`RANKFLOW_REDIS_CONNECT_TIMEOUT`, `_SOCKET_TIMEOUT`,
+  `_KEEPALIVE`); with `RANKFLOW_REDIS_SENTINELS`, the primary the sentinels name
+  (`master_for`), which follows a failover (tests/test_redis_connections.py).
 * `kafka_client_options(settings)`: the keyword arguments of every aiokafka client
   (`security_protocol`, `ssl_context`, `sasl_*`).
 * `faust_credentials(settings)`: the same for the faust app (`broker_credentials`).
@@ -12,11 +15,15 @@ Every client rankflow makes goes through here, so a secured deployment needs onl
 
 from __future__ import annotations
 
+import socket
 import ssl
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.sentinel as aiosentinel
+import redis.sentinel
+from redis.connection import parse_url
 
 from streams.ops.settings import Settings
 
@@ -69,9 +76,36 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
     return None
 
 
+#: TCP keepalive: seconds between probes, and probes unanswered before the connection is dead
+KEEPALIVE_INTERVAL = 5
+KEEPALIVE_PROBES = 3
+
+
+def keepalive_options(idle: int) -> dict[int, int]:
+    """The TCP_KEEP* socket options for `idle` seconds of silence (those this OS has)."""
+    options = {}
+    for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                        ("TCP_KEEPCNT", KEEPALIVE_PROBES)):
+        if hasattr(socket, name):
+            options[getattr(socket, name)] = value
+    return options
+
+
+def redis_timeouts(settings: Settings) -> dict[str, Any]:
+    """Connect and socket timeouts and TCP keepalive: for Redis and the sentinels alike."""
+    keepalive = settings.redis_keepalive
+    options: dict[str, Any] = {"socket_connect_timeout": settings.redis_connect_timeout,
+                               "socket_timeout": settings.redis_socket_timeout,
+                               "socket_keepalive": keepalive > 0}
+    if keepalive:
+        options["socket_keepalive_options"] = keepalive_options(keepalive)
+    return options
+
+
 def redis_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for redis-py's `from_url` beyond the URL: password and TLS files."""
-    options: dict[str, Any] = {}
+    """Keyword arguments for redis-py's `from_url` beyond the URL: password, TLS files,
+    timeouts and keepalive."""
+    options: dict[str, Any] = redis_timeouts(settings)
     if settings.redis_password is not None:
         options["password"] = settings.redis_password.get_secret_value()
     if settings.redis.startswith("rediss://"):
@@ -83,6 +117,41 @@ def redis_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def sentinel_connection_options(settings: Settings) -> dict[str, Any]:
+    """The primary's connection options under Sentinel: RANKFLOW_REDIS gives the database,
+    user, password and TLS (its host and port are the sentinels' to say)."""
+    from_url = {k: v for k, v in parse_url(settings.redis).items() if v is not None}
+    options: dict[str, Any] = {k: v for k, v in from_url.items()
+                               if k in ("db", "username", "password")}
+    if settings.redis.startswith("rediss://"):
+        options["ssl"] = True
+    return {**options, **redis_options(settings)}
+
+
+class BlockingSentinelPool(aiosentinel.SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """The primary's pool, waiting for a free connection like BlockingConnectionPool."""
+
+
+class SyncBlockingSentinelPool(redis.sentinel.SentinelConnectionPool,
+                               redis.BlockingConnectionPool):
+    """The same for the synchronous client."""
+
+
+def _sentinel_client(settings: Settings, asyncio: bool, blocking: bool,
+                     options: dict[str, Any]) -> aioredis.Redis | redis.Redis:
+    # the sentinels themselves: the same timeouts, no password of the primary's
+    watch = {"sentinel_kwargs": redis_timeouts(settings)}
+    kwargs = {**sentinel_connection_options(settings), **options}
+    master = settings.redis_sentinel_master
+    if asyncio:
+        sentinel = aiosentinel.Sentinel(settings.sentinel_addresses, **watch)
+        pool = BlockingSentinelPool if blocking else aiosentinel.SentinelConnectionPool
+        return sentinel.master_for(master, aioredis.Redis, pool, **kwargs)
+    sync = redis.sentinel.Sentinel(settings.sentinel_addresses, **watch)
+    sync_pool = SyncBlockingSentinelPool if blocking else redis.sentinel.SentinelConnectionPool
+    return sync.master_for(master, redis.Redis, sync_pool, **kwargs)
+
+
 @overload
 def redis_client(settings: Settings, *, asyncio: Literal[True] = True, blocking: bool = False,
                  **options: Any) -> aioredis.Redis: ...
@@ -91,11 +160,15 @@ def redis_client(settings: Settings, *, asyncio: Literal[False], blocking: bool 
                  **options: Any) -> redis.Redis: ...
 def redis_client(settings: Settings, *, asyncio: bool = True, blocking: bool = False,
                  **options: Any) -> aioredis.Redis | redis.Redis:
-    """A Redis client for RANKFLOW_REDIS with the security settings applied.
+    """A Redis client for RANKFLOW_REDIS (or the Sentinel primary) with the security,
+    timeout and keepalive settings applied.
 
     `blocking`: a pool that waits for a free connection instead of failing when all
-    `max_connections` are busy. Other options go to redis-py (`decode_responses`, ...).
+    `max_connections` are busy. Other options go to redis-py (`decode_responses`, ...)
+    and win over the settings'.
     """
+    if settings.redis_sentinels:
+        return _sentinel_client(settings, asyncio, blocking, options)
     kwargs = {**redis_options(settings), **options}
     if asyncio:
         if blocking:

@@ -106,6 +106,28 @@ class Settings(BaseSettings):
     kafka_ssl_cert_file: FilePath | None = None
     kafka_ssl_key_file: FilePath | None = None
 
+    # Redis connections: every client's timeouts and TCP keepalive, and Sentinel.
+    #: seconds to open a connection (a LAN connects in milliseconds; 5 s rides out a lost SYN)
+    redis_connect_timeout: float = Field(default=5.0, gt=0, le=300)
+    #: seconds a reply may take: far above the longest legitimate call (one script of at
+    #: most 5,000 accounts, 0.25 s measured: WRITE_CHUNK in streams/worker/redis_watch.py;
+    #: the API's 1 s XREAD block), short enough that a Redis not answering is noticed and
+    #: logged within a 30 s stall (tests/integration/test_redis_stall.py)
+    redis_socket_timeout: float = Field(default=10.0, gt=1, le=3600)
+    #: seconds of silence before TCP keepalive probes (every 5 s, 3 of them); 0 = off
+    redis_keepalive: int = Field(default=30, ge=0, le=7200)
+    #: Redis Sentinel: `host:port` of each sentinel, comma-separated; empty = no Sentinel
+    redis_sentinels: str = ""
+    #: the primary's service name the sentinels monitor (needed with RANKFLOW_REDIS_SENTINELS)
+    redis_sentinel_master: str = ""
+
+    # The worker's health endpoint (GET /ready, GET /live) and when it turns unhealthy.
+    #: 0 = no health endpoint
+    health_port: int = Field(default=0, ge=0, le=65535)
+    health_host: str = "127.0.0.1"
+    #: seconds a write (Redis or Kafka) may fail without a break before /live answers 503
+    unhealthy_after: float = Field(default=60.0, gt=0, le=86_400)
+
     # Scoring (the defaults of contract §3, Influence index): weights summing to 1,
     # ceilings per day of window.
     weight_views: float = Field(default=0.40, ge=0, le=1)
@@ -138,6 +160,16 @@ class Settings(BaseSettings):
         if not servers:
             raise ValueError("no bootstrap server given")
         return ",".join(servers)
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels(cls, value: str) -> str:
+        sentinels = [s.strip() for s in value.split(",") if s.strip()]
+        for sentinel in sentinels:
+            host, sep, port = sentinel.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{sentinel!r} is not host:port")
+        return ",".join(sentinels)
 
     @field_validator("redis")
     @classmethod
@@ -208,6 +240,20 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _redis_sentinel(self) -> Settings:
+        if bool(self.redis_sentinels) != bool(self.redis_sentinel_master):
+            given, missing = (("RANKFLOW_REDIS_SENTINELS", "RANKFLOW_REDIS_SENTINEL_MASTER")
+                              if self.redis_sentinels else
+                              ("RANKFLOW_REDIS_SENTINEL_MASTER", "RANKFLOW_REDIS_SENTINELS"))
+            raise ValueError(f"{given} needs {missing} (Sentinel: the sentinels' addresses "
+                             f"and the primary's service name)")
+        if self.redis_sentinels and self.redis.startswith("unix://"):
+            raise ValueError("RANKFLOW_REDIS_SENTINELS needs a redis:// or rediss:// "
+                             "RANKFLOW_REDIS (its database, password and TLS; the sentinels "
+                             f"give the address), got {redacted_url(self.redis)!r}")
+        return self
+
+    @model_validator(mode="after")
     def _kafka_security(self) -> Settings:
         protocol = self.kafka_security_protocol
         sasl = protocol.startswith("SASL_")
@@ -254,6 +300,12 @@ class Settings(BaseSettings):
     @property
     def cors_origins(self) -> list[str]:
         return self.api_cors_origins.split(",") if self.api_cors_origins else []
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """RANKFLOW_REDIS_SENTINELS as (host, port) pairs; empty without Sentinel."""
+        pairs = [s.rpartition(":") for s in self.redis_sentinels.split(",") if s]
+        return [(host.strip("[]"), int(port)) for host, _, port in pairs]
 
     @property
     def bootstrap_servers(self) -> list[str]:

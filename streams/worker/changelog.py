@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from streams.core.aggregate import BatchResult, Outbound, PartitionRuntime
 from streams.core.state import encode_segment, segment_key
-from streams.worker.retry import retrying
+from streams.worker.retry import RetryWatcher, retrying
 
 #: ids per dedup segment record (keeps each record far below Kafka's 1 MB default)
 SEGMENT_IDS = 5_000
@@ -56,8 +56,10 @@ class ChangelogWriter:
 
     def __init__(self, send: Send, accounts_topic: str, partitions_topic: str,
                  segments: MutableMapping[str, Any],
-                 runtimes: Mapping[int, PartitionRuntime]) -> None:
+                 runtimes: Mapping[int, PartitionRuntime],
+                 watcher: RetryWatcher | None = None) -> None:
         self.send = send
+        self.watcher = watcher  # told of failing sends (the worker's liveness)
         self.accounts_topic = accounts_topic
         self.partitions_topic = partitions_topic
         #: the partition-state table: segment key -> (partition, Segment, progress | None)
@@ -97,8 +99,9 @@ class ChangelogWriter:
                       changelog: list[OutboundRecord]) -> None:
         """Dead letters and re-keyed copies, then the changelog, each until acked."""
         await retrying("sending dead letters and re-keyed events",
-                       lambda: self.send_all(outbound))
-        await retrying("writing the changelog", lambda: self.send_all(changelog))
+                       lambda: self.send_all(outbound), watcher=self.watcher)
+        await retrying("writing the changelog", lambda: self.send_all(changelog),
+                       watcher=self.watcher)
 
     async def send_all(self, records: list[OutboundRecord]) -> None:
         """Send all, then wait until the broker has every one (within PRODUCE_TIMEOUT).

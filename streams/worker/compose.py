@@ -9,7 +9,9 @@ The pieces, each with one job (and its unit tests in tests/test_worker_*.py):
 * `PartitionFence` (fence.py): owner stamps on every write, and stalls noticed;
 * `RedisWrites` and `RedisWatch` (redis_watch.py): writes, and healing a Redis that
   lost its data, through the one rewrite path (`LayoutRewriter`, streams/sink/rewrite.py);
-* `MetricsReporter` (metrics.py): counts, logs and publishes the worker's figures.
+* `MetricsReporter` (metrics.py): counts, logs and publishes the worker's figures;
+* `Readiness` and `Liveness` (health.py), fed by the retry policy (retry.py) and served
+  by `HealthServer` (health_server.py) when `RANKFLOW_HEALTH_PORT` is set.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import faust
 import redis.asyncio as aioredis
@@ -39,6 +41,8 @@ from streams.worker.changelog import ChangelogWriter
 from streams.worker.clock import WorkerClock
 from streams.worker.decay import DecayTimer
 from streams.worker.fence import PartitionFence
+from streams.worker.health import Liveness, Readiness
+from streams.worker.health_server import HealthServer
 from streams.worker.metrics import MetricsReporter, WorkerMetrics
 from streams.worker.order import WriteOrder
 from streams.worker.ownership import PartitionOwnership
@@ -67,7 +71,17 @@ class Worker:
     rewriter: LayoutRewriter
     reporter: MetricsReporter
     fence: PartitionFence
+    readiness: Readiness
+    liveness: Liveness
+    #: the health endpoint, when RANKFLOW_HEALTH_PORT is set (started beside the app)
+    health_server: HealthServer | None
     event_clock: bool
+
+
+class _Partition(NamedTuple):
+    """A source partition by number, as `PartitionOwnership.ready` asks about it."""
+
+    partition: int
 
 
 def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) -> Worker:
@@ -85,7 +99,8 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
     fence = PartitionFence(lambda: app.consumer_generation_id, settings.session_timeout)
     updates = BoardUpdates(windows, scoring_config(settings), runtimes, fence.stamp)
     board_writer = RedisBoardWriter(redis, RedisKeys(settings.prefix), windows)
-    redis_writes = RedisWrites(board_writer, fence)
+    liveness = Liveness(settings.unhealthy_after)
+    redis_writes = RedisWrites(board_writer, fence, liveness)
 
     def submit(update: BoardUpdate) -> asyncio.Future[None]:
         return order.then(redis_writes.write(update))
@@ -118,13 +133,19 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
         accounts)
     accounts_topic, partitions_topic = changelog_topics
     changelog = ChangelogWriter(app.producer.send, accounts_topic, partitions_topic, segments,
-                                runtimes)
+                                runtimes, liveness)
     aggregator = BatchAggregator(wiring.topics, windows, settings.partitions, accounts,
                                  runtimes)
     step = BatchStep(ownership, aggregator, decay, changelog, updates, redis_writes.write,
                      order, reporter, clock, lock, fence)
     watch = RedisWatch(redis_writes, rewriter.rewrite, lambda: list(runtimes))
-    return Worker(step, ownership, decay, watch, rewriter, reporter, fence, event_clock)
+    readiness = Readiness(assigned, lambda p: ownership.ready(_Partition(p)))
+    server = None
+    if settings.health_port:
+        server = HealthServer(settings.health_host, settings.health_port,
+                              {"/ready": readiness.probe, "/live": liveness.probe})
+    return Worker(step, ownership, decay, watch, rewriter, reporter, fence, readiness,
+                  liveness, server, event_clock)
 
 
 def install(worker: Worker, app: faust.App) -> None:
@@ -140,6 +161,7 @@ def install(worker: Worker, app: faust.App) -> None:
     conductor.batch_ready = worker.ownership.ready
     app.on_partitions_revoked.connect(worker.ownership.forget)  # type: ignore[arg-type]
     app.on_rebalance_complete.connect(worker.ownership.on_recovery)
+    app.on_rebalance_complete.connect(worker.readiness.assignment_done)
     if not worker.event_clock:
         app.timer(interval=DECAY_INTERVAL)(worker.decay.tick)
     app.timer(interval=METRICS_INTERVAL)(worker.reporter.publish)

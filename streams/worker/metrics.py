@@ -1,8 +1,9 @@
 """The worker's own figures, published to Redis for the API's /metrics.
 
-Workers do not serve HTTP; each one writes a snapshot of its counters, consumer lag and
-event-to-Redis latency histogram to the hash `rf:metrics:workers` (one field per worker)
-every few seconds, and any API process renders all of them in Prometheus text.
+Workers serve no metrics over HTTP (only their health probes, health_server.py); each
+one writes a snapshot of its counters, consumer lag and event-to-Redis latency histogram
+to the hash `rf:metrics:workers` (one field per worker) every few seconds, and any API
+process renders all of them in Prometheus text.
 """
 
 from __future__ import annotations

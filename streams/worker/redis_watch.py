@@ -18,14 +18,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from functools import partial
 from typing import Protocol
 
 import redis.asyncio as aioredis
 
-from streams.core.updates import BoardUpdate, Fences
-from streams.worker.retry import retrying
+from streams.core.updates import BoardUpdate, Fences, in_chunks
+from streams.worker.retry import RetryWatcher, retrying
 
 log = logging.getLogger(__name__)
+#: accounts per Redis write at most: one script call of 100,000 accounts took 4.7 s (a
+#: decay tick at midnight, a batch of a cold start), 5,000 take 0.2 s, far inside the
+#: socket timeout (RANKFLOW_REDIS_SOCKET_TIMEOUT; tests/test_worker.py)
+WRITE_CHUNK = 5_000
 
 
 class GenerationStore(Protocol):
@@ -51,9 +56,11 @@ class Fence(Protocol):
 class RedisWrites:
     """Writes board updates; knows the data generation they went to."""
 
-    def __init__(self, store: GenerationStore, fence: Fence) -> None:
+    def __init__(self, store: GenerationStore, fence: Fence,
+                 watcher: RetryWatcher | None = None) -> None:
         self.store = store
         self.fence = fence
+        self.watcher = watcher  # told of failing writes (the worker's liveness)
         #: the generation this worker's writes went to (None before the first)
         self.generation: str | None = None
         #: partition -> the newest owner stamp Redis acknowledged from this worker
@@ -75,12 +82,15 @@ class RedisWrites:
             return
         if self.generation is None:
             await self.adopt_generation()
-        await retrying("writing Redis", lambda: self.store.write(update))
+        for part in in_chunks(update, WRITE_CHUNK):
+            await retrying("writing Redis", partial(self.store.write, part),
+                           watcher=self.watcher)
         self._acknowledged(update.fences)
 
     async def claim(self, fences: Fences) -> None:
         """Take over newly assigned partitions before writing for them."""
-        await retrying("claiming partitions in Redis", lambda: self.store.claim(fences))
+        await retrying("claiming partitions in Redis", partial(self.store.claim, fences),
+                       watcher=self.watcher)
         self._acknowledged(fences)
 
     async def behind(self, owned: list[int]) -> list[int]:

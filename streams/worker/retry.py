@@ -3,14 +3,20 @@
 A failed step is retried on the same aggregated result, with backoff, so in-memory
 state is never applied twice; anything that is not an I/O failure stops the worker
 (skipping a write would lose data).
+
+Each failure is logged with how long the step has been failing (`writing Redis: no answer
+for 20 s (...); retrying in 0.4s` while Redis does not answer: tests/integration/
+test_redis_stall.py), and reported to a `RetryWatcher` (the worker's liveness,
+streams/worker/health.py) with the success that ends the run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -22,6 +28,14 @@ FIRST_DELAY = 0.2
 MAX_DELAY = 5.0
 
 
+class RetryWatcher(Protocol):
+    """Told of each failed attempt at `what`, and of the success that ends the run."""
+
+    def failing(self, what: str, since: float) -> None: ...
+
+    def succeeded(self, what: str) -> None: ...
+
+
 def transient(exc: BaseException) -> bool:
     """An I/O failure worth waiting out: timeouts, sockets, Redis, Kafka clients."""
     if isinstance(exc, (TimeoutError, OSError, aioredis.RedisError)):
@@ -29,18 +43,42 @@ def transient(exc: BaseException) -> bool:
     return type(exc).__module__.startswith(("aiokafka", "kafka"))
 
 
+def _shown(exc: BaseException) -> str:
+    text = str(exc) if isinstance(exc, (OSError, aioredis.RedisError)) else ""
+    return text or repr(exc)
+
+
 async def retrying(what: str, step: Callable[[], Awaitable[T]],
-                   sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> T:
+                   sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                   watcher: RetryWatcher | None = None,
+                   clock: Callable[[], float] = time.monotonic) -> T:
     """Run `step` until it succeeds, logging each transient failure with `what`."""
     delay = FIRST_DELAY
+    since: float | None = None  # when the first attempt of this run of failures began
     while True:
+        started = clock()
         try:
-            return await step()
+            result = await step()
         except Exception as exc:
             if not transient(exc):
                 raise
-            shown = exc if isinstance(exc, (TimeoutError, OSError, aioredis.RedisError)) \
-                else repr(exc)
-            log.warning("%s failed (%s); retrying in %.1fs", what, shown, delay)
+            since = started if since is None else since
+            if watcher is not None:
+                watcher.failing(what, since)
+            seconds = clock() - since
+            if isinstance(exc, (TimeoutError, aioredis.TimeoutError)):
+                log.warning("%s: no answer for %.0f s (%s); retrying in %.1fs",
+                            what, seconds, _shown(exc), delay)
+            elif seconds >= 1:
+                log.warning("%s failing for %.0f s (%s); retrying in %.1fs",
+                            what, seconds, _shown(exc), delay)
+            else:
+                log.warning("%s failed (%s); retrying in %.1fs", what, _shown(exc), delay)
+        else:
+            if since is not None:
+                log.warning("%s works again after %.1f s", what, clock() - since)
+            if watcher is not None:
+                watcher.succeeded(what)
+            return result
         await sleep(delay)
         delay = min(delay * 2, MAX_DELAY)

@@ -121,6 +121,21 @@ def deploy(stack: Settings):
         deployment.close()
 
 
+@pytest.fixture
+def spare_redis(tmp_path: Path):
+    """(port, process): a redis-server of the test's own on a spare port, to stall, stop
+    (SIGSTOP) or put to sleep (DEBUG SLEEP) without disturbing other tests."""
+    from tests.integration.test_outages import free_ports
+    from tests.integration.test_redis_loss import start_redis
+
+    (port,) = free_ports(1, 26700)
+    proc = start_redis(tmp_path, port)
+    yield port, proc
+    proc.send_signal(signal.SIGCONT)
+    proc.kill()
+    proc.wait()
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "integration" in str(item.fspath):

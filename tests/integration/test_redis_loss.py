@@ -28,10 +28,11 @@ PORT = 16392
 
 def start_redis(tmp: Path, port: int = PORT) -> subprocess.Popen[bytes]:
     """A redis-server of the test's own, with no persistence but a `SAVE` into `tmp`
-    (which a restart there loads)."""
+    (which a restart there loads); DEBUG allowed from loopback (test_redis_stall.py)."""
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
     proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp)],
+                             "--appendonly", "no", "--dir", str(tmp),
+                             "--enable-debug-command", "local"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = redis.Redis(port=port)
     deadline = time.monotonic() + 10
