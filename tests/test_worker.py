@@ -345,6 +345,8 @@ class FakeStore:
         self.claimed: list = []
         self.stamps: dict = {}
         self.fail_reads = False
+        self.afters: list = []
+        self.lost: set = set()  # partitions whose stamp Redis lost: the next write says so
 
     async def generation(self):
         if self.fail_reads:
@@ -356,8 +358,11 @@ class FakeStore:
             self.token = "claimed"
         return self.token
 
-    async def write(self, update):
+    async def write(self, update, after):
         self.updates.append(update)
+        self.afters.append(after)
+        behind, self.lost = [p for p in update.fences if p in self.lost], set()
+        return behind
 
     async def claim(self, fences):
         self.claimed.append(fences)
@@ -425,10 +430,11 @@ def test_a_large_update_is_written_in_chunks_with_the_totals_and_counters_last(m
     store = FakeStore()
     fail_once = [aioredis.TimeoutError("Timeout reading")]
 
-    async def write(update):
+    async def write(update, after):
         if update.views[0].account_id == "a3" and fail_once:
             raise fail_once.pop()
         store.updates.append(update)
+        return []
 
     store.write = write
     run(RedisWrites(store, Unfenced()).write(big))
@@ -609,3 +615,20 @@ def test_partitions_redis_is_behind_on_are_rewritten(caplog):
     store.stamps = {}  # an older copy from before any write
     run(watch.check())
     assert rewrite.calls[-1] == ("Redis was behind the state", {0, 1, 2})
+
+
+def test_a_write_that_finds_redis_behind_has_the_partition_rewritten_though_its_stamp_is_new():
+    store = FakeStore()
+    writes = RedisWrites(store, Unfenced())
+    rewrite = Recorder()
+    watch = RedisWatch(writes, rewrite, lambda: [0, 1])
+    run(writes.claim({0: (3, 1), 1: (3, 1)}))
+    run(writes.write(BoardUpdate([], set(), {}, {}, 0, 0, {0: (3, 2), 1: (3, 2)})))
+    assert store.afters[-1] == {0: (3, 1), 1: (3, 1)}  # each write says what it follows
+    store.lost = {1}  # a failover lost partition 1's last write; this one finds it out
+    run(writes.write(BoardUpdate([], set(), {}, {}, 0, 0, {0: (3, 3), 1: (3, 3)})))
+    store.stamps = {0: (3, 3), 1: (3, 3)}  # the write's own stamp would hide the loss
+    run(watch.check())
+    assert rewrite.calls == [("Redis was behind the state", {1})]
+    run(watch.check())
+    assert len(rewrite.calls) == 1

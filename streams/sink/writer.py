@@ -86,9 +86,12 @@ class BoardChanges:
 
 
 def apply_changes_payload(parts: Mapping[int, BoardChanges],
-                          fences: Mapping[int, tuple[int, int]]) -> bytes:
-    """The argument of lua/apply_changes.lua: each partition's changes and owner stamp."""
+                          fences: Mapping[int, tuple[int, int]],
+                          after: Mapping[int, tuple[int, int]] | None = None) -> bytes:
+    """The argument of lua/apply_changes.lua: each partition's changes, its owner stamp,
+    and the stamp its writer last had acknowledged."""
     return orjson.dumps({"fence": {str(p): list(f) for p, f in fences.items()},
+                         "after": {str(p): list(f) for p, f in (after or {}).items()},
                          "parts": {str(p): c.payload() for p, c in parts.items()}})
 
 
@@ -115,8 +118,11 @@ class RedisBoardWriter:
             return ""
         return token
 
-    async def write(self, update: BoardUpdate) -> None:
-        """One update: accounts, then campaign totals, then `meta` (last: it says "done")."""
+    async def write(self, update: BoardUpdate,
+                    after: Mapping[int, tuple[int, int]] | None = None) -> list[int]:
+        """One update: accounts, then campaign totals, then `meta` (last: it says "done").
+        `after` is the stamp per partition this writer last had acknowledged; returns the
+        partitions whose stamp in Redis was older (Redis lost writes since)."""
         views = update.views
         listed_as = await self._listed_categories(
             [v for v in views if v.account_id in update.profiles])
@@ -130,7 +136,7 @@ class RedisBoardWriter:
         fences = update.fences
         if parts or fences:
             await self._apply_changes(keys=[self.keys.owners],
-                                      args=[apply_changes_payload(parts, fences)],
+                                      args=[apply_changes_payload(parts, fences, after)],
                                       client=pipe)
         categories = {v.category for v in views if v.listed}
         if categories:
@@ -154,9 +160,13 @@ class RedisBoardWriter:
                 "max:clock", update.clock_ms, "max:updated_at", update.now_ms,
             ], client=pipe)
         results = await pipe.execute()
-        if fences and results and results[0]:
+        if not (parts or fences):
+            return []
+        refused, behind = results[0]
+        if refused:
             log.warning("partitions %s have a newer owner: this worker's writes for them "
-                        "were refused", sorted(results[0]))
+                        "were refused", sorted(refused))
+        return [int(p) for p in behind]
 
     async def claim(self, fences: Mapping[int, tuple[int, int]]) -> None:
         """Take partitions over whatever epoch Redis holds for them: the consumer group

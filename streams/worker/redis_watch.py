@@ -27,10 +27,10 @@ from streams.core.updates import BoardUpdate, Fences, in_chunks
 from streams.worker.retry import RetryWatcher, retrying
 
 log = logging.getLogger(__name__)
-#: accounts per Redis write at most: one script call of 100,000 accounts took 4.7 s (a
-#: decay tick at midnight, a batch of a cold start), 5,000 take 0.2 s, far inside the
+#: accounts per Redis write at most, so that no call holds Redis for 100 ms (500 came
+#: near it on big boards: tests/integration/test_bounded_writes.py), far inside the
 #: socket timeout (RANKFLOW_REDIS_SOCKET_TIMEOUT; tests/test_worker.py)
-WRITE_CHUNK = 5_000
+WRITE_CHUNK = 200
 
 
 class GenerationStore(Protocol):
@@ -40,7 +40,7 @@ class GenerationStore(Protocol):
 
     async def claim_generation(self) -> str: ...
 
-    async def write(self, update: BoardUpdate) -> None: ...
+    async def write(self, update: BoardUpdate, after: Fences) -> list[int]: ...
 
     async def claim(self, fences: Fences) -> None: ...
 
@@ -65,6 +65,8 @@ class RedisWrites:
         self.generation: str | None = None
         #: partition -> the newest owner stamp Redis acknowledged from this worker
         self.acked: Fences = {}
+        #: partitions a write found Redis behind on (its stamp older than `acked`)
+        self.found_behind: set[int] = set()
 
     async def adopt_generation(self) -> None:
         """Before this worker's first write: adopt the marker in force, or claim one for
@@ -82,9 +84,11 @@ class RedisWrites:
             return
         if self.generation is None:
             await self.adopt_generation()
+        after = {p: self.acked[p] for p in update.fences if p in self.acked}
         for part in in_chunks(update, WRITE_CHUNK):
-            await retrying("writing Redis", partial(self.store.write, part),
-                           watcher=self.watcher)
+            behind = await retrying("writing Redis", partial(self.store.write, part, after),
+                                    watcher=self.watcher)
+            self.found_behind.update(behind)
         self._acknowledged(update.fences)
 
     async def claim(self, fences: Fences) -> None:
@@ -95,13 +99,16 @@ class RedisWrites:
 
     async def behind(self, owned: list[int]) -> list[int]:
         """The owned partitions whose owner stamp in Redis is older than the newest it
-        acknowledged: Redis went back to an older copy of itself. (A newer stamp is a
-        newer owner's, and fine.)"""
+        acknowledged, or that a write found so since the last call (its own stamp then
+        hides it): Redis went back to an older copy of itself. (A newer stamp is a newer
+        owner's, and fine.)"""
+        found_behind, self.found_behind = self.found_behind, set()
         want = {p: self.acked[p] for p in owned if p in self.acked}
         if not want:
             return []
         found = await self.store.written(sorted(want))
-        return [p for p, stamp in sorted(want.items()) if found.get(p, (-1, -1)) < stamp]
+        return [p for p, stamp in sorted(want.items())
+                if found.get(p, (-1, -1)) < stamp or p in found_behind]
 
     def _acknowledged(self, fences: Fences) -> None:
         acked = self.acked

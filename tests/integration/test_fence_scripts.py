@@ -59,3 +59,28 @@ def test_a_write_older_than_the_partitions_owner_is_refused_and_others_apply(sta
             await client.aclose()
 
     asyncio.run(main())
+
+
+def test_a_write_after_redis_lost_writes_reports_the_partition_behind(stack):
+    keys = RedisKeys(f"fence{uuid.uuid4().hex[:8]}:")
+
+    async def main() -> None:
+        client = aioredis.Redis.from_url(stack.redis, decode_responses=True)
+        writer = RedisBoardWriter(client, keys, Windows())
+        try:
+            assert await writer.write(_update([_view("a", 0, 5)], {0: (4, 1)})) == []
+            assert await writer.write(_update([_view("a", 0, 6)], {0: (4, 2)}),
+                                      after={0: (4, 1)}) == []
+            await client.hset(keys.owners, "0.seq", 1)  # an older copy: write 2 lost
+            behind = await writer.write(_update([_view("a", 0, 7), _view("b", 1, 1)],
+                                                {0: (4, 3), 1: (4, 1)}),
+                                        after={0: (4, 2)})
+            assert behind == [0]
+            assert await client.hget(keys.owners, "0.seq") == "3"  # still written
+        finally:
+            names = [k async for k in client.scan_iter(f"{keys.prefix}*")]
+            if names:
+                await client.delete(*names)
+            await client.aclose()
+
+    asyncio.run(main())

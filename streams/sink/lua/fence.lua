@@ -11,3 +11,12 @@ local function owned(owners, partition, fence)
   redis.call('HSET', owners, partition .. '.epoch', fence[1], partition .. '.seq', fence[2])
   return true
 end
+-- Is the stamp Redis holds older than `after`, the last this writer had acknowledged?
+-- Then Redis lost writes (a failover to a replica that missed them): this write's stamp
+-- alone would hide it (tests/integration/test_redis_failover.py).
+local function lost_writes(owners, partition, after)
+  if after == nil then return false end
+  local epoch = tonumber(redis.call('HGET', owners, partition .. '.epoch')) or -1
+  local seq = tonumber(redis.call('HGET', owners, partition .. '.seq')) or -1
+  return epoch < after[1] or (epoch == after[1] and seq < after[2])
+end
