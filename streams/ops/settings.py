@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     #: seconds to open a connection (a LAN connects in milliseconds; 5 s rides out a lost SYN)
     redis_connect_timeout: float = Field(default=5.0, gt=0, le=300)
     #: seconds a reply may take: far above the longest legitimate call (one script of at
-    #: most 5,000 accounts, 0.25 s measured: WRITE_CHUNK in streams/worker/redis_watch.py;
+    #: most 200 accounts, under 100 ms: WRITE_CHUNK in streams/worker/redis_watch.py;
     #: the API's 1 s XREAD block), short enough that a Redis not answering is noticed and
     #: logged within a 30 s stall (tests/integration/test_redis_stall.py)
     redis_socket_timeout: float = Field(default=10.0, gt=1, le=3600)
