@@ -7,17 +7,45 @@ and the re-keyed record that first carried it, counted or dead-lettered: another
 of the same origin, left by a crash between re-keying and saving state, is a replay,
 not a producer's duplicate.
 An id is kept until it is both at least `min_events` ids old and `min_age_ms` old; a
-hard cap of `max_ids` bounds memory at very high rates (oldest segments go first).
-Held by tests/test_dedup.py.
+hard cap of `max_ids` bounds memory at very high rates (oldest segments go first, and
+`take_cut` reports the cut). Held by tests/test_dedup.py.
+
+Memory (bench/dedup_size.py): the changelog records keep the ids as strings, but in
+memory an id is its 64-bit `hash()` and its source ref, 8 bytes each in the arrays of
+its segment, plus one 8-byte slot of an open-addressing table (linear probing, load
+0.47-0.7) that points at it: about 27-33 bytes per id instead of ~250 for a dict of
+strings. `hash(str)` is SipHash-1-3 with a per-process random key (the table is rebuilt
+from the strings at every restore, so the key never needs to be stable): a new id is
+taken for one of `n` remembered ids with probability about n / 2**64, 4e-13 for a full
+default window of 8,000,000; at 100,000 events/s that is about one event a year (it is
+dead-lettered as a duplicate, not lost silently).
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 SOURCE_SLOTS = 8
+#: ids per partition remembered at most (RANKFLOW_DEDUP_MAX_IDS): 10 minutes at
+#: 100,000 events/s over 8 partitions is 7,500,000
+DEFAULT_MAX_IDS = 8_000_000
+
+#: a table slot holds (segment number << POS_BITS | position in the segment) + 1; 0 is empty
+POS_BITS = 20
+POS_MASK = (1 << POS_BITS) - 1
+MIN_SLOTS = 1024
+#: the table grows by half when it would be fuller than this (a miss probes ~3.6 slots)
+MAX_LOAD = 0.6
+#: sized for the cap, it takes the batch sealed before `expire` up to this load
+FULL_LOAD = 0.75
+
+#: one remembered entry as the changelog record has it: (event_id, ref) or
+#: (event_id, ref, origin); event_id "" when only the origin is remembered
+Entry = tuple[str, int] | tuple[str, int, str]
 
 
 def source_ref(slot: int, offset: int) -> int:
@@ -31,41 +59,128 @@ def unpack_ref(ref: int) -> tuple[int, int]:
 
 @dataclass(slots=True)
 class Segment:
-    """Ids added between two seals; the unit written to and expired from the changelog."""
+    """Ids added between two seals; the unit written to and expired from the changelog.
+
+    In memory an id is its hash and its source ref (the strings stay in the record).
+    """
 
     seq: int
     wall_ms: int
-    #: (event_id, source ref), or (event_id, source ref, origin) for a re-keyed message
-    #: (event_id "" when it was dead-lettered: only its origin is remembered)
-    ids: list[tuple[str, int] | tuple[str, int, str]]
     end_total: int
+    hashes: array[int] = field(default_factory=lambda: array("q"))
+    refs: array[int] = field(default_factory=lambda: array("q"))
+    #: (origin, ref) of re-keyed messages (rare: only misplaced or unkeyed ones)
+    origins: list[tuple[str, int]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, seq: int, wall_ms: int, ids: Iterable[Sequence[object]],
+           end_total: int) -> Segment:
+        """A segment of record entries, `(event_id, ref[, origin])`."""
+        hashes: list[int] = []
+        refs: list[int] = []
+        origins: list[tuple[str, int]] = []
+        for entry in ids:
+            event_id, ref = entry[0], entry[1]
+            if event_id:
+                hashes.append(hash(event_id))
+                refs.append(ref)  # type: ignore[arg-type]
+            if len(entry) > 2:
+                origins.append((str(entry[2]), ref))  # type: ignore[arg-type]
+        if len(hashes) > POS_MASK:
+            raise ValueError(f"a dedup segment of {len(hashes)} ids, at most {POS_MASK}")
+        return cls(seq, wall_ms, end_total, array("q", hashes), array("q", refs), origins)
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+
+class Sealed(NamedTuple):
+    """A newly sealed segment and its entries as the changelog record carries them."""
+
+    segment: Segment
+    ids: list[Entry]
+
+
+class DedupCut(NamedTuple):
+    """Ids the cap forgot before they were old enough, since the last `take_cut`."""
+
+    ids: int
+    #: True for the first cut since ids last expired by age (a new cut episode)
+    new_episode: bool
+    #: how far back the ids still remembered reach
+    window_ms: int
 
 
 @dataclass(slots=True)
 class RecentEventIds:
     min_events: int = 100_000
     min_age_ms: int = 600_000
-    max_ids: int = 1_000_000
-    _refs: dict[str, int] = field(default_factory=dict)
+    max_ids: int = DEFAULT_MAX_IDS
+    _slots: array[int] = field(default_factory=lambda: array("q", bytes(8 * MIN_SLOTS)))
+    _used: int = 0
+    _numbered: dict[int, Segment] = field(default_factory=dict)
+    #: the number of the oldest held segment; they are numbered in order of arrival
+    _first_number: int = 0
+    _next_number: int = 0
+    _pending: list[Entry] = field(default_factory=list)
+    _pending_refs: dict[str, int] = field(default_factory=dict)
     _origins: dict[str, int] = field(default_factory=dict)
-    _pending: list[tuple[str, int] | tuple[str, int, str]] = field(default_factory=list)
     _segments: deque[Segment] = field(default_factory=deque)
     _total: int = 0
+    _cutting: bool = False
+    _cut: DedupCut | None = None
 
     def __len__(self) -> int:
-        return len(self._refs)
+        return self._used + len(self._pending_refs)
 
     def first_seen(self, event_id: str) -> int | None:
         """The source ref where this id was first seen, or None."""
-        return self._refs.get(event_id)
+        ref = self._pending_refs.get(event_id)
+        if ref is not None:
+            return ref
+        slots = self._slots
+        n_slots = len(slots)
+        numbered = self._numbered
+        h = hash(event_id)
+        i = h % n_slots
+        while True:
+            v = slots[i]
+            if not v:
+                return None
+            v -= 1
+            segment = numbered[v >> POS_BITS]
+            if segment.hashes[v & POS_MASK] == h:
+                return segment.refs[v & POS_MASK]
+            i += 1
+            if i == n_slots:
+                i = 0
 
     def first_ref(self, event_id: str, ref: int) -> int:
-        """Where this id was first seen; a new id is remembered as seen at `ref`."""
-        seen = self._refs.get(event_id)
-        if seen is None:
-            self.add(event_id, ref)
-            return ref
-        return seen
+        """Where this id was first seen; a new id is remembered as seen at `ref`.
+
+        `first_seen` and `add` inlined: it runs once per event (bench/dedup_size.py)."""
+        pending = self._pending_refs
+        seen = pending.get(event_id)
+        if seen is not None:
+            return seen
+        slots = self._slots
+        n_slots = len(slots)
+        h = hash(event_id)
+        i = h % n_slots
+        v = slots[i]
+        while v:
+            v -= 1
+            segment = self._numbered[v >> POS_BITS]
+            if segment.hashes[v & POS_MASK] == h:
+                return segment.refs[v & POS_MASK]
+            i += 1
+            if i == n_slots:
+                i = 0
+            v = slots[i]
+        pending[event_id] = ref
+        self._pending.append((event_id, ref))
+        self._total += 1
+        return ref
 
     def origin_ref(self, origin: str) -> int | None:
         """The re-keyed record that first carried this origin, or None."""
@@ -73,7 +188,7 @@ class RecentEventIds:
 
     def add(self, event_id: str, ref: int, origin: str | None = None) -> None:
         """Remember a counted event (and, when re-keyed, its origin)."""
-        self._refs[event_id] = ref
+        self._pending_refs[event_id] = ref
         if origin is None:
             self._pending.append((event_id, ref))
         else:
@@ -86,46 +201,166 @@ class RecentEventIds:
         self._origins[origin] = ref
         self._pending.append(("", ref, origin))
 
-    def seal(self, seq: int, wall_ms: int, max_ids: int) -> list[Segment]:
+    def seal(self, seq: int, wall_ms: int, max_ids: int) -> list[Sealed]:
         """Close the pending ids into segments of at most `max_ids` ids each."""
-        sealed: list[Segment] = []
+        sealed: list[Sealed] = []
         pending, self._pending = self._pending, []
         start = 0
         while True:
             chunk = pending[start : start + max_ids]
             start += max_ids
-            segment = Segment(seq + len(sealed), wall_ms, chunk,
-                              self._total - max(0, len(pending) - start))
-            sealed.append(segment)
-            self._segments.append(segment)
+            segment = Segment.of(seq + len(sealed), wall_ms, chunk,
+                                 self._total - max(0, len(pending) - start))
+            self._append(segment)
+            sealed.append(Sealed(segment, chunk))
             if start >= len(pending):
+                self._pending_refs.clear()
                 return sealed
 
     def expire(self, now_ms: int) -> list[int]:
-        """Drop segments old enough by both measures (or over the cap); their seqs."""
+        """Drop segments old enough by both measures (or over the cap); their seqs.
+
+        Segments the cap drops before they are old enough are a cut: `take_cut` tells.
+        """
         dropped = []
-        while self._segments:
-            oldest = self._segments[0]
+        cut = 0
+        aged = False
+        segments = self._segments
+        while len(segments) > 1:
+            oldest = segments[0]
             newer = self._total - oldest.end_total
             old_enough = newer >= self.min_events and now_ms - oldest.wall_ms >= self.min_age_ms
-            if not (old_enough or len(self._refs) > self.max_ids) or len(self._segments) == 1:
+            if not (old_enough or len(self) > self.max_ids):
                 break
-            self._segments.popleft()
-            for event_id, ref, *origin in oldest.ids:
-                if event_id and self._refs.get(event_id) == ref:
-                    del self._refs[event_id]
-                if origin and self._origins.get(origin[0]) == ref:
-                    del self._origins[origin[0]]
+            if not old_enough:
+                cut += len(oldest)
+            aged = aged or old_enough
+            self._drop_oldest()
             dropped.append(oldest.seq)
+        window_ms = now_ms - segments[0].wall_ms if segments else 0
+        if cut:
+            before = self._cut
+            self._cut = DedupCut(cut + (before.ids if before else 0),
+                                 not self._cutting or bool(before and before.new_episode),
+                                 window_ms)
+            self._cutting = True
+        elif aged:
+            self._cutting = False  # ids lived their whole window again: the episode is over
         return dropped
+
+    def take_cut(self) -> DedupCut | None:
+        """The ids cut since the last call, if any (tests/test_dedup.py)."""
+        cut, self._cut = self._cut, None
+        return cut
 
     def restore(self, segments: Iterable[Segment]) -> None:
         """Rebuild from the segments kept in the changelog (any order)."""
         for segment in sorted(segments, key=lambda s: s.seq):
-            self._segments.append(segment)
-            for event_id, ref, *origin in segment.ids:
-                if event_id:
-                    self._refs.setdefault(event_id, ref)
-                if origin:
-                    self._origins.setdefault(origin[0], ref)
+            self._append(segment)
+            for origin, ref in segment.origins:
+                self._origins.setdefault(origin, ref)
             self._total = max(self._total, segment.end_total)
+
+    # The open-addressing table: hash -> (segment, position).
+
+    def _append(self, segment: Segment) -> None:
+        """Hold a segment and index its ids (an id already indexed keeps its first ref)."""
+        number = self._next_number
+        self._next_number += 1
+        self._numbered[number] = segment
+        self._segments.append(segment)
+        needed = self._used + len(segment)
+        if needed > MAX_LOAD * len(self._slots):
+            self._grow(needed)
+        slots = self._slots
+        n_slots = len(slots)
+        numbered = self._numbered
+        base = (number << POS_BITS) + 1
+        used = 0
+        for pos, h in enumerate(segment.hashes):
+            i = h % n_slots
+            while True:
+                v = slots[i]
+                if not v:
+                    slots[i] = base + pos
+                    used += 1
+                    break
+                v -= 1
+                if numbered[v >> POS_BITS].hashes[v & POS_MASK] == h:
+                    break  # seen already (restore keeps the oldest, like setdefault)
+                i += 1
+                if i == n_slots:
+                    i = 0
+        self._used += used
+
+    def _drop_oldest(self) -> None:
+        """Forget the oldest segment's ids: those the table has from it (or with its ref)."""
+        segment = self._segments.popleft()
+        number = self._first_number
+        self._first_number += 1
+        slots = self._slots
+        n_slots = len(slots)
+        numbered = self._numbered
+        for h, ref in zip(segment.hashes, segment.refs, strict=True):
+            i = h % n_slots
+            while True:
+                v = slots[i]
+                if not v:
+                    break
+                v -= 1
+                pos = v & POS_MASK
+                if numbered[v >> POS_BITS].hashes[pos] == h:
+                    if v >> POS_BITS == number or numbered[v >> POS_BITS].refs[pos] == ref:
+                        self._clear_slot(i)
+                    break
+                i += 1
+                if i == n_slots:
+                    i = 0
+        for origin, ref in segment.origins:
+            if self._origins.get(origin) == ref:
+                del self._origins[origin]
+        del numbered[number]
+
+    def _clear_slot(self, i: int) -> None:
+        """Empty slot i, shifting back the entries after it that would be unreachable."""
+        slots = self._slots
+        n_slots = len(slots)
+        numbered = self._numbered
+        j = i
+        while True:
+            j += 1
+            if j == n_slots:
+                j = 0
+            v = slots[j]
+            if not v:
+                break
+            w = v - 1
+            home = numbered[w >> POS_BITS].hashes[w & POS_MASK] % n_slots
+            # the entry at j may fill i unless its home lies cyclically in (i, j]
+            if (home <= i or home > j) if i <= j else (home <= i and home > j):
+                slots[i] = v
+                i = j
+        slots[i] = 0
+        self._used -= 1
+
+    def _grow(self, needed: int) -> None:
+        """A table half as large again, no larger than the cap asks (at most 0.7 full
+        when the window is cut short: bench/dedup_size.py), refilled."""
+        old = self._slots
+        capped = int(self.max_ids / MAX_LOAD) + 1
+        if len(old) >= capped and needed <= FULL_LOAD * len(old):
+            return  # over the cap by a batch, until `expire`: no need to grow
+        n_slots = max(int(needed / MAX_LOAD) + 1, min(len(old) * 3 // 2, capped))
+        if n_slots <= len(old):
+            n_slots = len(old) * 3 // 2
+        slots = self._slots = array("q", bytes(8 * n_slots))
+        numbered = self._numbered
+        for v in old:
+            if v:
+                w = v - 1
+                i = numbered[w >> POS_BITS].hashes[w & POS_MASK] % n_slots
+                while slots[i]:
+                    i += 1
+                    if i == n_slots:
+                        i = 0
+                slots[i] = v
