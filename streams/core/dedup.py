@@ -34,9 +34,23 @@ SOURCE_SLOTS = 8
 #: 100,000 events/s over 8 partitions is 7,500,000
 DEFAULT_MAX_IDS = 8_000_000
 
-#: a table slot holds (segment number << POS_BITS | position in the segment) + 1; 0 is empty
-POS_BITS = 20
+#: a table slot holds (tag | distance from its home slot | segment number | position) + 1,
+#: 0 is empty: the tag (top bits of the id's hash) spares most probes a look into a
+#: segment, the distance lets a deletion shift entries back without one
+POS_BITS = 13
 POS_MASK = (1 << POS_BITS) - 1
+NUMBER_BITS = 26
+NUMBER_MASK = (1 << NUMBER_BITS) - 1
+DIST_SHIFT = POS_BITS + NUMBER_BITS
+DIST_BITS = 12
+DIST_MASK = (1 << DIST_BITS) - 1
+TAG_SHIFT = DIST_SHIFT + DIST_BITS
+TAG_BITS = 11
+TAG_MASK = (1 << TAG_BITS) - 1
+HASH_TO_TAG = 64 - TAG_BITS
+#: at most this many ids per partition: segments holding ids are numbered modulo
+#: 2**NUMBER_BITS, so fewer than that may be live at once
+MAX_IDS_LIMIT = 50_000_000
 MIN_SLOTS = 1024
 #: the table grows by half when it would be fuller than this (a miss probes ~3.6 slots)
 MAX_LOAD = 0.6
@@ -86,8 +100,8 @@ class Segment:
                 refs.append(ref)  # type: ignore[arg-type]
             if len(entry) > 2:
                 origins.append((str(entry[2]), ref))  # type: ignore[arg-type]
-        if len(hashes) > POS_MASK:
-            raise ValueError(f"a dedup segment of {len(hashes)} ids, at most {POS_MASK}")
+        if len(hashes) > POS_MASK + 1:
+            raise ValueError(f"a dedup segment of {len(hashes)} ids, at most {POS_MASK + 1}")
         return cls(seq, wall_ms, end_total, array("q", hashes), array("q", refs), origins)
 
     def __len__(self) -> int:
@@ -138,22 +152,7 @@ class RecentEventIds:
         ref = self._pending_refs.get(event_id)
         if ref is not None:
             return ref
-        slots = self._slots
-        n_slots = len(slots)
-        numbered = self._numbered
-        h = hash(event_id)
-        i = h % n_slots
-        while True:
-            v = slots[i]
-            if not v:
-                return None
-            v -= 1
-            segment = numbered[v >> POS_BITS]
-            if segment.hashes[v & POS_MASK] == h:
-                return segment.refs[v & POS_MASK]
-            i += 1
-            if i == n_slots:
-                i = 0
+        return self._find(hash(event_id))
 
     def first_ref(self, event_id: str, ref: int) -> int:
         """Where this id was first seen; a new id is remembered as seen at `ref`.
@@ -166,13 +165,15 @@ class RecentEventIds:
         slots = self._slots
         n_slots = len(slots)
         h = hash(event_id)
+        tag = (h >> HASH_TO_TAG) & TAG_MASK
         i = h % n_slots
         v = slots[i]
         while v:
             v -= 1
-            segment = self._numbered[v >> POS_BITS]
-            if segment.hashes[v & POS_MASK] == h:
-                return segment.refs[v & POS_MASK]
+            if v >> TAG_SHIFT == tag:
+                segment = self._numbered[(v >> POS_BITS) & NUMBER_MASK]
+                if segment.hashes[v & POS_MASK] == h:
+                    return segment.refs[v & POS_MASK]
             i += 1
             if i == n_slots:
                 i = 0
@@ -204,6 +205,7 @@ class RecentEventIds:
     def seal(self, seq: int, wall_ms: int, max_ids: int) -> list[Sealed]:
         """Close the pending ids into segments of at most `max_ids` ids each."""
         sealed: list[Sealed] = []
+        max_ids = min(max_ids, POS_MASK + 1)
         pending, self._pending = self._pending, []
         start = 0
         while True:
@@ -263,104 +265,132 @@ class RecentEventIds:
 
     # The open-addressing table: hash -> (segment, position).
 
+    def _find(self, h: int) -> int | None:
+        """The ref of the indexed id of hash h, or None."""
+        slots = self._slots
+        n_slots = len(slots)
+        tag = (h >> HASH_TO_TAG) & TAG_MASK
+        i = h % n_slots
+        v = slots[i]
+        while v:
+            v -= 1
+            if v >> TAG_SHIFT == tag:
+                segment = self._numbered[(v >> POS_BITS) & NUMBER_MASK]
+                if segment.hashes[v & POS_MASK] == h:
+                    return segment.refs[v & POS_MASK]
+            i += 1
+            if i == n_slots:
+                i = 0
+            v = slots[i]
+        return None
+
     def _append(self, segment: Segment) -> None:
         """Hold a segment and index its ids (an id already indexed keeps its first ref)."""
-        number = self._next_number
+        self._segments.append(segment)
+        if not len(segment):
+            return  # numbers go to segments with ids only: few enough to stay distinct
+        number = self._next_number & NUMBER_MASK
         self._next_number += 1
         self._numbered[number] = segment
-        self._segments.append(segment)
         needed = self._used + len(segment)
         if needed > MAX_LOAD * len(self._slots):
             self._grow(needed)
+        for pos, h in enumerate(segment.hashes):
+            if not self._insert(h, (number << POS_BITS) + pos):
+                self._grow(self._used + 1, force=True)  # a probe too long: not in practice
+                self._insert(h, (number << POS_BITS) + pos)
+
+    def _insert(self, h: int, where: int) -> bool:
+        """Index hash h at `where` (number and position) unless it is indexed already;
+        False if its probe would run longer than DIST_MASK slots."""
         slots = self._slots
         n_slots = len(slots)
         numbered = self._numbered
-        base = (number << POS_BITS) + 1
-        used = 0
-        for pos, h in enumerate(segment.hashes):
-            i = h % n_slots
-            while True:
-                v = slots[i]
-                if not v:
-                    slots[i] = base + pos
-                    used += 1
-                    break
-                v -= 1
-                if numbered[v >> POS_BITS].hashes[v & POS_MASK] == h:
-                    break  # seen already (restore keeps the oldest, like setdefault)
-                i += 1
-                if i == n_slots:
-                    i = 0
-        self._used += used
+        tag = (h >> HASH_TO_TAG) & TAG_MASK
+        i = h % n_slots
+        dist = 0
+        while True:
+            v = slots[i]
+            if not v:
+                if dist > DIST_MASK:
+                    return False
+                slots[i] = (tag << TAG_SHIFT | dist << DIST_SHIFT | where) + 1
+                self._used += 1
+                return True
+            v -= 1
+            if (v >> TAG_SHIFT == tag and numbered[(v >> POS_BITS) & NUMBER_MASK]
+                    .hashes[v & POS_MASK] == h):
+                return True  # seen already (restore keeps the oldest, like setdefault)
+            i += 1
+            dist += 1
+            if i == n_slots:
+                i = 0
 
     def _drop_oldest(self) -> None:
         """Forget the oldest segment's ids: those the table has from it (or with its ref)."""
         segment = self._segments.popleft()
-        number = self._first_number
+        for origin, ref in segment.origins:
+            if self._origins.get(origin) == ref:
+                del self._origins[origin]
+        if not len(segment):
+            return
+        number = self._first_number & NUMBER_MASK
         self._first_number += 1
         slots = self._slots
         n_slots = len(slots)
         numbered = self._numbered
         for h, ref in zip(segment.hashes, segment.refs, strict=True):
+            tag = (h >> HASH_TO_TAG) & TAG_MASK
             i = h % n_slots
             while True:
                 v = slots[i]
                 if not v:
                     break
-                v -= 1
-                pos = v & POS_MASK
-                if numbered[v >> POS_BITS].hashes[pos] == h:
-                    if v >> POS_BITS == number or numbered[v >> POS_BITS].refs[pos] == ref:
-                        self._clear_slot(i)
-                    break
+                w = v - 1
+                if w >> TAG_SHIFT == tag:
+                    owner = (w >> POS_BITS) & NUMBER_MASK
+                    pos = w & POS_MASK
+                    if numbered[owner].hashes[pos] == h:
+                        if owner == number or numbered[owner].refs[pos] == ref:
+                            # empty slot i; shift back the entries after it that may move
+                            gap = 0
+                            j = i
+                            while True:
+                                j += 1
+                                if j == n_slots:
+                                    j = 0
+                                gap += 1
+                                v = slots[j]
+                                if not v:
+                                    break
+                                if ((v - 1) >> DIST_SHIFT) & DIST_MASK >= gap:
+                                    slots[i] = v - (gap << DIST_SHIFT)
+                                    i = j
+                                    gap = 0
+                            slots[i] = 0
+                            self._used -= 1
+                        break
                 i += 1
                 if i == n_slots:
                     i = 0
-        for origin, ref in segment.origins:
-            if self._origins.get(origin) == ref:
-                del self._origins[origin]
         del numbered[number]
 
-    def _clear_slot(self, i: int) -> None:
-        """Empty slot i, shifting back the entries after it that would be unreachable."""
-        slots = self._slots
-        n_slots = len(slots)
-        numbered = self._numbered
-        j = i
-        while True:
-            j += 1
-            if j == n_slots:
-                j = 0
-            v = slots[j]
-            if not v:
-                break
-            w = v - 1
-            home = numbered[w >> POS_BITS].hashes[w & POS_MASK] % n_slots
-            # the entry at j may fill i unless its home lies cyclically in (i, j]
-            if (home <= i or home > j) if i <= j else (home <= i and home > j):
-                slots[i] = v
-                i = j
-        slots[i] = 0
-        self._used -= 1
-
-    def _grow(self, needed: int) -> None:
-        """A table half as large again, no larger than the cap asks (at most 0.7 full
+    def _grow(self, needed: int, force: bool = False) -> None:
+        """A table half as large again, no larger than the cap asks (at most 0.6 full
         when the window is cut short: bench/dedup_size.py), refilled."""
         old = self._slots
         capped = int(self.max_ids / MAX_LOAD) + 1
-        if len(old) >= capped and needed <= FULL_LOAD * len(old):
+        if not force and len(old) >= capped and needed <= FULL_LOAD * len(old):
             return  # over the cap by a batch, until `expire`: no need to grow
         n_slots = max(int(needed / MAX_LOAD) + 1, min(len(old) * 3 // 2, capped))
         if n_slots <= len(old):
             n_slots = len(old) * 3 // 2
-        slots = self._slots = array("q", bytes(8 * n_slots))
         numbered = self._numbered
-        for v in old:
-            if v:
-                w = v - 1
-                i = numbered[w >> POS_BITS].hashes[w & POS_MASK] % n_slots
-                while slots[i]:
-                    i += 1
-                    if i == n_slots:
-                        i = 0
-                slots[i] = v
+        entries = [(numbered[(w >> POS_BITS) & NUMBER_MASK].hashes[w & POS_MASK],
+                    w & ((1 << DIST_SHIFT) - 1)) for w in (v - 1 for v in old if v)]
+        while True:
+            self._slots = array("q", bytes(8 * n_slots))
+            self._used = 0
+            if all(self._insert(h, where) for h, where in entries):
+                return
+            n_slots = n_slots * 3 // 2

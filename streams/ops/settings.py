@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.core.dedup import DEFAULT_MAX_IDS
+from streams.core.dedup import DEFAULT_MAX_IDS, MAX_IDS_LIMIT
 from streams.core.periods import Period, parse_periods
 
 #: fields whose given value is never echoed in an error message
@@ -146,7 +146,7 @@ class Settings(BaseSettings):
     dedup_min_seconds: float = Field(default=600.0, ge=0)
     #: ids remembered per partition at most: 10 minutes at 100,000 events/s over 8
     #: partitions is 7,500,000 (about 30 bytes each: bench/dedup_size.py)
-    dedup_max_ids: int = Field(default=DEFAULT_MAX_IDS, ge=1, le=1_000_000_000)
+    dedup_max_ids: int = Field(default=DEFAULT_MAX_IDS, ge=1, le=MAX_IDS_LIMIT)
     session_timeout: float = Field(default=10.0, gt=0)
     rebalance_timeout: float = Field(default=10.0, gt=0)
     kafka_version: str = "3.9.1"
