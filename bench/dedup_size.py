@@ -24,8 +24,6 @@ from pathlib import Path
 from streams.core.dedup import DEFAULT_MAX_IDS, RecentEventIds, source_ref
 
 HERE = Path(__file__).resolve().parent
-#: ids per dedup segment record, as the worker seals them (streams/worker/changelog.py)
-SEGMENT_IDS = 5_000
 
 
 def event_ids(start: int, n: int) -> list[str]:
@@ -44,7 +42,7 @@ def fill(n_ids: int, window_ids: int, batch: int) -> tuple[RecentEventIds, float
         for offset, event_id in enumerate(ids, start):
             first_ref(event_id, source_ref(0, offset))
         t1 = time.process_time()
-        seq += len(recent.seal(seq, start, SEGMENT_IDS))
+        seq += len(recent.seal(seq, start))
         recent.expire(start)
         upkeep += time.process_time() - t1
         lookup += t1 - t0

@@ -16,10 +16,10 @@ def test_refs_pack_and_unpack():
 def test_ids_expire_only_when_old_by_both_count_and_age():
     recent = RecentEventIds(min_events=3, min_age_ms=1000)
     recent.add("a", 1)
-    recent.seal(0, wall_ms=0, max_ids=10)
+    recent.seal(0, wall_ms=0)
     for i, name in enumerate("bcd"):
         recent.add(name, 10 + i)
-    recent.seal(1, wall_ms=0, max_ids=10)
+    recent.seal(1, wall_ms=0)
     assert recent.expire(now_ms=500) == [], "young segments stay however many came after"
     assert recent.expire(now_ms=5000) == [0], "old and 3 newer ids: the first segment goes"
     assert recent.first_seen("a") is None and recent.first_seen("b") == 10
@@ -29,9 +29,9 @@ def test_ids_expire_only_when_old_by_both_count_and_age():
 def test_too_few_newer_ids_keep_an_old_segment():
     recent = RecentEventIds(min_events=100, min_age_ms=0)
     recent.add("a", 1)
-    recent.seal(0, 0, 10)
+    recent.seal(0, 0)
     recent.add("b", 2)
-    recent.seal(1, 0, 10)
+    recent.seal(1, 0)
     assert recent.expire(now_ms=10**9) == []
 
 
@@ -40,16 +40,16 @@ def test_the_hard_cap_drops_oldest_segments():
     for seq in range(4):
         recent.add(f"x{seq}", seq)
         recent.add(f"y{seq}", seq)
-        recent.seal(seq, 0, 10)
+        recent.seal(seq, 0)
     assert recent.expire(now_ms=0) == [0, 1]
     assert len(recent) == 4
 
 
 def test_seal_splits_large_batches_and_restore_rebuilds():
-    recent = RecentEventIds()
+    recent = RecentEventIds(segment_ids=10)
     for i in range(25):
         recent.add(f"id{i}", i)
-    segments = recent.seal(7, wall_ms=5, max_ids=10)
+    segments = recent.seal(7, wall_ms=5)
     assert [s.seq for s, _ in segments] == [7, 8, 9]
     assert [len(ids) for _, ids in segments] == [10, 10, 5]
     assert [len(s) for s, _ in segments] == [10, 10, 5]
@@ -62,7 +62,7 @@ def test_seal_splits_large_batches_and_restore_rebuilds():
 def test_the_hash_table_agrees_with_a_dict_through_growth_deletes_and_restores():
     """Random adds, seals and expiries against a plain dict of what must be remembered."""
     rng = random.Random(13)
-    recent = RecentEventIds(min_events=0, min_age_ms=0, max_ids=3000)
+    recent = RecentEventIds(min_events=0, min_age_ms=0, max_ids=3000, segment_ids=16)
     model: dict[str, int] = {}
     live: deque[tuple[int, list[tuple[str, int]]]] = deque()
     seq = ref = 0
@@ -75,7 +75,7 @@ def test_the_hash_table_agrees_with_a_dict_through_growth_deletes_and_restores()
                 assert event_id not in model
                 model[event_id] = ref
                 added.append((event_id, ref))
-        sealed = recent.seal(seq, wall_ms=batch, max_ids=16)
+        sealed = recent.seal(seq, wall_ms=batch)
         seq += len(sealed)
         live.extend((s.seq, [e for e in ids if e[0]]) for s, ids in sealed)
         for gone in recent.expire(now_ms=batch):
@@ -84,11 +84,8 @@ def test_the_hash_table_agrees_with_a_dict_through_growth_deletes_and_restores()
             for event_id, r in ids:
                 assert model.pop(event_id) == r
         if batch % 97 == 0:  # a restart: rebuilt from the records of the live segments
-            again = RecentEventIds(min_events=0, min_age_ms=0, max_ids=3000)
-            again.restore(Segment.of(s, 0, ids, 0) for s, ids in live)
-            recent._segments, recent._slots = again._segments, again._slots
-            recent._numbered, recent._used = again._numbered, again._used
-            recent._first_number, recent._next_number = again._first_number, again._next_number
+            recent = RecentEventIds(min_events=0, min_age_ms=0, max_ids=3000, segment_ids=16)
+            recent.restore(Segment.of(s, 0, ids, 0) for s, ids in live)
         assert len(recent) == len(model) <= 3000 + 40
         for i in range(0, 20_000, 7):
             assert recent.first_seen(f"e{i}") == model.get(f"e{i}")
@@ -99,7 +96,7 @@ def test_a_cut_window_is_reported_once_per_episode_with_the_window_it_held():
     for t in range(6):  # two ids a second over a cap of 4: the window holds ~2 s
         recent.add(f"a{t}", 2 * t)
         recent.add(f"b{t}", 2 * t + 1)
-        recent.seal(t, wall_ms=t * 1000, max_ids=10)
+        recent.seal(t, wall_ms=t * 1000)
         recent.expire(now_ms=t * 1000)
         cut = recent.take_cut()
         if t < 2:
@@ -108,12 +105,12 @@ def test_a_cut_window_is_reported_once_per_episode_with_the_window_it_held():
             assert cut == DedupCut(ids=2, new_episode=t == 2, window_ms=1000)
     assert recent.take_cut() is None, "taken: reported once"
     # quiet for longer than the window: ids expire by age, the episode ends
-    recent.seal(6, wall_ms=20_000, max_ids=10)
+    recent.seal(6, wall_ms=20_000)
     assert recent.expire(now_ms=20_000) == [4, 5] and recent.take_cut() is None
     for seq in (7, 8):  # a later cut is a new episode
         for i in range(3):
             recent.add(f"c{seq}.{i}", 100 * seq + i)
-        recent.seal(seq, wall_ms=21_000 + seq, max_ids=10)
+        recent.seal(seq, wall_ms=21_000 + seq)
     assert recent.expire(now_ms=21_008) == [6, 7]
     assert recent.take_cut() == DedupCut(ids=3, new_episode=True, window_ms=0)
 

@@ -48,6 +48,8 @@ TAG_SHIFT = DIST_SHIFT + DIST_BITS
 TAG_BITS = 11
 TAG_MASK = (1 << TAG_BITS) - 1
 HASH_TO_TAG = 64 - TAG_BITS
+#: ids per segment (changelog record) by default: far below Kafka's 1 MB record limit
+SEGMENT_IDS = 5_000
 #: at most this many ids per partition: segments holding ids are numbered modulo
 #: 2**NUMBER_BITS, so fewer than that may be live at once
 MAX_IDS_LIMIT = 50_000_000
@@ -130,44 +132,49 @@ class RecentEventIds:
     min_events: int = 100_000
     min_age_ms: int = 600_000
     max_ids: int = DEFAULT_MAX_IDS
+    #: ids per segment, so per changelog record (far below Kafka's 1 MB default)
+    segment_ids: int = SEGMENT_IDS
     _slots: array[int] = field(default_factory=lambda: array("q", bytes(8 * MIN_SLOTS)))
     _used: int = 0
+    _grow_at: int = int(MAX_LOAD * MIN_SLOTS)
+    #: segments by number (modulo 2**NUMBER_BITS), which the table slots name
     _numbered: dict[int, Segment] = field(default_factory=dict)
-    #: the number of the oldest held segment; they are numbered in order of arrival
-    _first_number: int = 0
     _next_number: int = 0
-    _pending: list[Entry] = field(default_factory=list)
-    _pending_refs: dict[str, int] = field(default_factory=dict)
+    #: segments being filled by this batch, with their entries for the changelog record
+    _open: list[tuple[Segment, list[Entry]]] = field(default_factory=list)
     _origins: dict[str, int] = field(default_factory=dict)
     _segments: deque[Segment] = field(default_factory=deque)
+    #: the numbers of `_segments`, -1 for a segment without ids (not numbered)
+    _numbers: deque[int] = field(default_factory=deque)
     _total: int = 0
     _cutting: bool = False
     _cut: DedupCut | None = None
 
+    def __post_init__(self) -> None:
+        if not 0 < self.segment_ids <= POS_MASK + 1:
+            raise ValueError(f"segment_ids {self.segment_ids}: 1 to {POS_MASK + 1}")
+
     def __len__(self) -> int:
-        return self._used + len(self._pending_refs)
+        return self._used
 
     def first_seen(self, event_id: str) -> int | None:
         """The source ref where this id was first seen, or None."""
-        ref = self._pending_refs.get(event_id)
-        if ref is not None:
-            return ref
         return self._find(hash(event_id))
 
     def first_ref(self, event_id: str, ref: int) -> int:
         """Where this id was first seen; a new id is remembered as seen at `ref`.
 
-        `first_seen` and `add` inlined: it runs once per event (bench/dedup_size.py)."""
-        pending = self._pending_refs
-        seen = pending.get(event_id)
-        if seen is not None:
-            return seen
+        One probe finds it or the empty slot that will hold it: it runs once per event
+        (bench/dedup_size.py)."""
+        if self._used >= self._grow_at:
+            self._grow(self._used + 1)
         slots = self._slots
         n_slots = len(slots)
         h = hash(event_id)
         tag = (h >> HASH_TO_TAG) & TAG_MASK
         i = h % n_slots
         v = slots[i]
+        dist = 0
         while v:
             v -= 1
             if v >> TAG_SHIFT == tag:
@@ -175,11 +182,25 @@ class RecentEventIds:
                 if segment.hashes[v & POS_MASK] == h:
                     return segment.refs[v & POS_MASK]
             i += 1
+            dist += 1
             if i == n_slots:
                 i = 0
             v = slots[i]
-        pending[event_id] = ref
-        self._pending.append((event_id, ref))
+        if dist > DIST_MASK:  # a probe too long for its slot: not in practice
+            self._grow(self._used + 1)
+            return self.first_ref(event_id, ref)
+        opened = self._open
+        if opened and len(opened[-1][0].hashes) < self.segment_ids:
+            segment, entries = opened[-1]
+            number = (self._next_number - 1) & NUMBER_MASK
+        else:
+            segment, entries, number = self._open_segment()
+        slots[i] = (tag << TAG_SHIFT | dist << DIST_SHIFT | number << POS_BITS
+                    | len(segment.hashes)) + 1
+        segment.hashes.append(h)
+        segment.refs.append(ref)
+        entries.append((event_id, ref))
+        self._used += 1
         self._total += 1
         return ref
 
@@ -188,36 +209,65 @@ class RecentEventIds:
         return self._origins.get(origin)
 
     def add(self, event_id: str, ref: int, origin: str | None = None) -> None:
-        """Remember a counted event (and, when re-keyed, its origin)."""
-        self._pending_refs[event_id] = ref
+        """Remember a counted event that `first_seen` did not find (and, when re-keyed,
+        its origin)."""
+        if self._used >= self._grow_at:
+            self._grow(self._used + 1)
+        segment, entries, number = self._open_segment()
+        h = hash(event_id)
+        if self._insert(h, number << POS_BITS | len(segment.hashes)) is False:
+            self._grow(self._used + 1, force=True)
+            self._insert(h, number << POS_BITS | len(segment.hashes))
+        segment.hashes.append(h)
+        segment.refs.append(ref)
         if origin is None:
-            self._pending.append((event_id, ref))
+            entries.append((event_id, ref))
         else:
             self._origins[origin] = ref
-            self._pending.append((event_id, ref, origin))
+            segment.origins.append((origin, ref))
+            entries.append((event_id, ref, origin))
         self._total += 1
 
     def add_origin(self, origin: str, ref: int) -> None:
         """Remember the origin of a re-keyed message that was dead-lettered."""
+        segment, entries, _ = self._open_segment()
         self._origins[origin] = ref
-        self._pending.append(("", ref, origin))
+        segment.origins.append((origin, ref))
+        entries.append(("", ref, origin))
 
-    def seal(self, seq: int, wall_ms: int, max_ids: int) -> list[Sealed]:
-        """Close the pending ids into segments of at most `max_ids` ids each."""
+    def _open_segment(self) -> tuple[Segment, list[Entry], int]:
+        """The segment new ids go to, its entries and its number (a new one when full)."""
+        if self._open:
+            segment, entries = self._open[-1]
+            if len(segment.hashes) < self.segment_ids:
+                return segment, entries, self._next_number - 1 & NUMBER_MASK
+        segment, entries = Segment(-1, 0, 0), []
+        self._open.append((segment, entries))
+        number = self._next_number & NUMBER_MASK
+        self._next_number += 1
+        self._numbered[number] = segment
+        return segment, entries, number
+
+    def seal(self, seq: int, wall_ms: int) -> list[Sealed]:
+        """Close the ids added since the last seal into segments (at least one: the
+        newest carries the partition's progress)."""
+        opened, self._open = self._open, []
+        if not opened:
+            opened = [(Segment(-1, 0, 0), [])]
+            number = -1
+        else:
+            number = (self._next_number - len(opened)) & NUMBER_MASK
+        end_total = self._total - sum(len(segment) for segment, _ in opened)
         sealed: list[Sealed] = []
-        max_ids = min(max_ids, POS_MASK + 1)
-        pending, self._pending = self._pending, []
-        start = 0
-        while True:
-            chunk = pending[start : start + max_ids]
-            start += max_ids
-            segment = Segment.of(seq + len(sealed), wall_ms, chunk,
-                                 self._total - max(0, len(pending) - start))
-            self._append(segment)
-            sealed.append(Sealed(segment, chunk))
-            if start >= len(pending):
-                self._pending_refs.clear()
-                return sealed
+        for segment, entries in opened:
+            end_total += len(segment)
+            segment.seq, segment.wall_ms, segment.end_total = seq + len(sealed), wall_ms, end_total
+            self._segments.append(segment)
+            self._numbers.append(number)
+            if number >= 0:
+                number = (number + 1) & NUMBER_MASK
+            sealed.append(Sealed(segment, entries))
+        return sealed
 
     def expire(self, now_ms: int) -> list[int]:
         """Drop segments old enough by both measures (or over the cap); their seqs.
@@ -285,24 +335,26 @@ class RecentEventIds:
         return None
 
     def _append(self, segment: Segment) -> None:
-        """Hold a segment and index its ids (an id already indexed keeps its first ref)."""
+        """Hold a restored segment and index its ids (one indexed already keeps its
+        first ref, like setdefault)."""
         self._segments.append(segment)
         if not len(segment):
+            self._numbers.append(-1)
             return  # numbers go to segments with ids only: few enough to stay distinct
         number = self._next_number & NUMBER_MASK
         self._next_number += 1
         self._numbered[number] = segment
-        needed = self._used + len(segment)
-        if needed > MAX_LOAD * len(self._slots):
-            self._grow(needed)
+        self._numbers.append(number)
+        if self._used + len(segment) >= self._grow_at:
+            self._grow(self._used + len(segment))
         for pos, h in enumerate(segment.hashes):
-            if not self._insert(h, (number << POS_BITS) + pos):
-                self._grow(self._used + 1, force=True)  # a probe too long: not in practice
-                self._insert(h, (number << POS_BITS) + pos)
+            if self._insert(h, number << POS_BITS | pos) is False:
+                self._grow(self._used + 1, force=True)
+                self._insert(h, number << POS_BITS | pos)
 
-    def _insert(self, h: int, where: int) -> bool:
-        """Index hash h at `where` (number and position) unless it is indexed already;
-        False if its probe would run longer than DIST_MASK slots."""
+    def _insert(self, h: int, where: int) -> bool | None:
+        """Index hash h at `where` (number and position): True, or None when it is
+        indexed already, False when its probe would run longer than DIST_MASK slots."""
         slots = self._slots
         n_slots = len(slots)
         numbered = self._numbered
@@ -320,7 +372,7 @@ class RecentEventIds:
             v -= 1
             if (v >> TAG_SHIFT == tag and numbered[(v >> POS_BITS) & NUMBER_MASK]
                     .hashes[v & POS_MASK] == h):
-                return True  # seen already (restore keeps the oldest, like setdefault)
+                return None
             i += 1
             dist += 1
             if i == n_slots:
@@ -329,13 +381,12 @@ class RecentEventIds:
     def _drop_oldest(self) -> None:
         """Forget the oldest segment's ids: those the table has from it (or with its ref)."""
         segment = self._segments.popleft()
+        number = self._numbers.popleft()
         for origin, ref in segment.origins:
             if self._origins.get(origin) == ref:
                 del self._origins[origin]
-        if not len(segment):
+        if number < 0:
             return
-        number = self._first_number & NUMBER_MASK
-        self._first_number += 1
         slots = self._slots
         n_slots = len(slots)
         numbered = self._numbered
@@ -376,21 +427,37 @@ class RecentEventIds:
         del numbered[number]
 
     def _grow(self, needed: int, force: bool = False) -> None:
-        """A table half as large again, no larger than the cap asks (at most 0.6 full
-        when the window is cut short: bench/dedup_size.py), refilled."""
+        """A table twice as large, no larger than the cap asks (0.6 full when the window
+        is cut short, 0.75 until `expire`: bench/dedup_size.py), refilled."""
         old = self._slots
         capped = int(self.max_ids / MAX_LOAD) + 1
         if not force and len(old) >= capped and needed <= FULL_LOAD * len(old):
+            self._grow_at = int(FULL_LOAD * len(old))
             return  # over the cap by a batch, until `expire`: no need to grow
-        n_slots = max(int(needed / MAX_LOAD) + 1, min(len(old) * 3 // 2, capped))
+        n_slots = max(int(needed / MAX_LOAD) + 1, min(len(old) * 2, capped))
         if n_slots <= len(old):
             n_slots = len(old) * 3 // 2
         numbered = self._numbered
-        entries = [(numbered[(w >> POS_BITS) & NUMBER_MASK].hashes[w & POS_MASK],
-                    w & ((1 << DIST_SHIFT) - 1)) for w in (v - 1 for v in old if v)]
+        keep = (1 << DIST_SHIFT) - 1  # number and position; tag and distance are redone
         while True:
-            self._slots = array("q", bytes(8 * n_slots))
-            self._used = 0
-            if all(self._insert(h, where) for h, where in entries):
-                return
-            n_slots = n_slots * 3 // 2
+            slots = array("q", bytes(8 * n_slots))
+            for v in old:
+                if not v:
+                    continue
+                w = v - 1
+                h = numbered[(w >> POS_BITS) & NUMBER_MASK].hashes[w & POS_MASK]
+                i = h % n_slots
+                dist = 0
+                while slots[i]:
+                    i += 1
+                    dist += 1
+                    if i == n_slots:
+                        i = 0
+                if dist > DIST_MASK:
+                    break
+                slots[i] = ((w >> TAG_SHIFT) << TAG_SHIFT | dist << DIST_SHIFT | w & keep) + 1
+            else:
+                break
+            n_slots = n_slots * 3 // 2  # a probe too long: not in practice
+        self._slots = slots
+        self._grow_at = int((FULL_LOAD if n_slots >= capped else MAX_LOAD) * n_slots)

@@ -24,8 +24,6 @@ from streams.core.dedup import DedupCut
 from streams.core.state import encode_segment, segment_key
 from streams.worker.retry import RetryWatcher, retrying
 
-#: ids per dedup segment record (keeps each record far below Kafka's 1 MB default)
-SEGMENT_IDS = 5_000
 #: seconds a batch's sends may take before they are sent again: the crash trials caught
 #: a send whose future never resolved, holding every later batch (test_crash_trials.py)
 PRODUCE_TIMEOUT = 20.0
@@ -82,7 +80,7 @@ class ChangelogWriter:
         runtime = self.runtimes[partition]
         progress = runtime.progress
         records = []
-        sealed = runtime.recent.seal(progress.seq, now_ms, SEGMENT_IDS)
+        sealed = runtime.recent.seal(progress.seq, now_ms)
         progress.seq += len(sealed)
         for segment, ids in sealed:
             carried = replace(progress, watermarks=list(progress.watermarks)) \
