@@ -12,9 +12,10 @@ hard cap of `max_ids` bounds memory at very high rates (oldest segments go first
 
 Memory (bench/dedup_size.py): the changelog records keep the ids as strings, but in
 memory an id is its 64-bit `hash()` and its source ref, 8 bytes each in the arrays of
-its segment, plus one 8-byte slot of an open-addressing table (linear probing, load
-0.47-0.7) that points at it: about 27-33 bytes per id instead of ~250 for a dict of
-strings. `hash(str)` is SipHash-1-3 with a per-process random key (the table is rebuilt
+its segment, plus one 8-byte slot of an open-addressing table (linear probing) that
+points at it: 30.5 bytes per id measured once the table is sized for the cap (load 0.6),
+up to ~43 while a growing table is 0.3 full, instead of ~195 for a dict of strings. The
+price is CPU: the table is probed in Python bytecode, not in C (docs/performance.md). `hash(str)` is SipHash-1-3 with a per-process random key (the table is rebuilt
 from the strings at every restore, so the key never needs to be stable): a new id is
 taken for one of `n` remembered ids with probability about n / 2**64, 4e-13 for a full
 default window of 8,000,000; at 100,000 events/s that is about one event a year (it is
@@ -262,6 +263,8 @@ class RecentEventIds:
         for segment, entries in opened:
             end_total += len(segment)
             segment.seq, segment.wall_ms, segment.end_total = seq + len(sealed), wall_ms, end_total
+            # exact-size copies: a filled array keeps up to an eighth more room (1 B per id)
+            segment.hashes, segment.refs = segment.hashes[:], segment.refs[:]
             self._segments.append(segment)
             self._numbers.append(number)
             if number >= 0:
