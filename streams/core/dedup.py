@@ -15,8 +15,9 @@ memory an id is its 64-bit `hash()` and its source ref, 8 bytes each in the arra
 its segment, plus one 8-byte slot of an open-addressing table (linear probing) that
 points at it: 30.5 bytes per id measured once the table is sized for the cap (load 0.6),
 up to ~43 while a growing table is 0.3 full, instead of ~195 for a dict of strings. The
-price is CPU: the table is probed in Python bytecode, not in C (docs/performance.md). `hash(str)` is SipHash-1-3 with a per-process random key (the table is rebuilt
-from the strings at every restore, so the key never needs to be stable): a new id is
+price is CPU: the table is probed in Python bytecode, not in C (docs/performance.md).
+`hash(str)` is SipHash-1-3 with a per-process random key (the table is rebuilt from the
+strings at every restore, so the key never needs to be stable): a new id is
 taken for one of `n` remembered ids with probability about n / 2**64, 4e-13 for a full
 default window of 8,000,000; at 100,000 events/s that is about one event a year (it is
 dead-lettered as a duplicate, not lost silently).
