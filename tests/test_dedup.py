@@ -4,6 +4,8 @@ import logging
 import random
 from collections import deque
 
+import orjson
+
 from streams.core.dedup import DedupCut, RecentEventIds, Segment, source_ref, unpack_ref
 from streams.ops.settings import Settings
 from streams.worker.metrics import DedupCutWatch, WorkerMetrics
@@ -130,3 +132,21 @@ def test_the_worker_counts_every_cut_id_and_logs_each_episode_once(caplog):
 
 def test_the_default_cap_holds_ten_minutes_at_100k_events_a_second_over_8_partitions():
     assert Settings(_env_file=None).dedup_max_ids >= 100_000 * 600 // 8
+
+
+def test_the_api_renders_the_cut_counters_of_every_worker_snapshot():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from streams.api.app import WorkerCollector
+
+    metrics = WorkerMetrics(worker="w1", dedup_window_cuts=2, dedup_ids_cut=9)
+    older = orjson.loads(WorkerMetrics(worker="w0").snapshot())
+    del older["dedup_window_cuts"], older["dedup_ids_cut"]  # a worker of before this change
+    collector = WorkerCollector()
+    collector.snapshots = [older, orjson.loads(metrics.snapshot())]
+    registry = CollectorRegistry()
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    assert 'rankflow_worker_dedup_window_cuts_total{worker="w1"} 2.0' in text
+    assert 'rankflow_worker_dedup_ids_cut_total{worker="w1"} 9.0' in text
+    assert 'rankflow_worker_dedup_ids_cut_total{worker="w0"} 0.0' in text
