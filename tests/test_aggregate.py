@@ -185,8 +185,9 @@ def test_state_records_round_trip_and_restore_the_runtime():
     state = core.accounts["a"]
     assert AccountState.decode(state.encode()) == state
     runtime = core.runtimes[0]
-    sealed = runtime.recent.seal(0, NOW, 5000)
-    records = [decode_segment(encode_segment(0, s, runtime.progress)) for s in sealed]
+    sealed = runtime.recent.seal(0, NOW)
+    records = [decode_segment(encode_segment(0, s, ids, runtime.progress))
+               for s, ids in sealed]
     restored = restore_runtime(0, RecentEventIds(), [(s, h) for _, s, h in records], [state],
                                core.windows, NOW)
     assert restored.progress.events == 1 and restored.progress.dlq == 1
@@ -216,8 +217,9 @@ def test_a_second_rekeyed_copy_of_one_source_message_is_a_replay_not_a_duplicate
     assert core.feed(log).dead_lettered == 0
     p = partition_for("a", 4)
     recent = core.runtimes[p].recent
-    sealed = recent.seal(0, NOW, 100)
-    (_, segment, _), = [decode_segment(encode_segment(p, s, None)) for s in sealed]
+    sealed = recent.seal(0, NOW)
+    (_, segment, _), = [decode_segment(encode_segment(p, s, ids, None))
+                            for s, ids in sealed]
     restored = RecentEventIds()
     restored.restore([segment])
     for out_ in (out, again):

@@ -22,6 +22,7 @@ def test_defaults(monkeypatch, tmp_path):
     ("RANKFLOW_KAFKA", "nohost"), ("RANKFLOW_REDIS", "http://x"),
     ("RANKFLOW_PERIODS", "q1=2018-01-01"), ("RANKFLOW_PERIODS", "all=2018-01-01/2018-02-01"),
     ("RANKFLOW_PERIODS", "q=2018-02-01/2018-01-01"), ("RANKFLOW_API_PORT", "70000"),
+    ("RANKFLOW_DEDUP_MAX_IDS", "0"), ("RANKFLOW_DEDUP_MAX_IDS", "many"),
 ])
 def test_bad_settings_name_the_variable(monkeypatch, name, value):
     monkeypatch.setenv(name, value)

@@ -82,7 +82,11 @@ class WorkerCollector:
                                         ("records", "records consumed"),
                                         ("events", "events counted"),
                                         ("dead_letters", "messages dead-lettered"),
-                                        ("decayed", "accounts re-scored by decay"))}
+                                        ("decayed", "accounts re-scored by decay"),
+                                        ("dedup_window_cuts", "dedup windows cut short by "
+                                         "RANKFLOW_DEDUP_MAX_IDS (episodes)"),
+                                        ("dedup_ids_cut", "event ids forgotten before "
+                                         "their dedup window ended"))}
         lag = GaugeMetricFamily("rankflow_worker_consumer_lag", "messages behind the end of "
                                 "its partitions", labels=["worker"])
         latency = HistogramMetricFamily(
@@ -91,7 +95,7 @@ class WorkerCollector:
         for snap in self.snapshots:
             worker = [snap["worker"]]
             for name, family in counters.items():
-                family.add_metric(worker, snap[name])
+                family.add_metric(worker, snap.get(name, 0))  # older workers lack some
             lag.add_metric(worker, snap["lag"])
             cumulative, buckets = 0, []
             for bound, count in zip([*snap["latency_buckets_ms"], None],

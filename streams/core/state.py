@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from streams.core.dedup import Segment
+from streams.core.dedup import Entry, Segment
 from streams.core.windows import LIKES, UPLOADS, VIEWS, WindowedCounts
 
 UNKNOWN_CATEGORY = "unknown"
@@ -158,10 +158,14 @@ def segment_key(partition: int, seq: int) -> bytes:
     return b"%d:%012d" % (partition, seq)
 
 
-def encode_segment(partition: int, segment: Segment, progress: PartitionProgress | None) -> bytes:
-    """`{partition}|[...]`: the partition leads, so the record decodes on its own."""
+def encode_segment(partition: int, segment: Segment, ids: list[Entry],
+                   progress: PartitionProgress | None) -> bytes:
+    """`{partition}|[...]`: the partition leads, so the record decodes on its own.
+
+    `ids` are the segment's entries with their strings (`Sealed.ids`): in memory a
+    segment keeps only their hashes, and the record format stays as it was."""
     return b"%d|" % partition + orjson.dumps([
-        1, segment.seq, segment.wall_ms, segment.end_total, segment.ids,
+        1, segment.seq, segment.wall_ms, segment.end_total, ids,
         progress.to_list() if progress else None,
     ])
 
@@ -170,7 +174,7 @@ def decode_segment(data: bytes) -> tuple[int, Segment, PartitionProgress | None]
     partition_text, _, body = data.partition(b"|")
     partition = int(partition_text)
     _v, seq, wall_ms, end_total, ids, progress = orjson.loads(body)
-    segment = Segment(seq, wall_ms, [tuple(entry) for entry in ids], end_total)
+    segment = Segment.of(seq, wall_ms, ids, end_total)
     if progress is None:
         return partition, segment, None
     watermarks, events, dlq, clock, hseq = progress

@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.core.dedup import DEFAULT_MAX_IDS, MAX_IDS_LIMIT
 from streams.core.periods import Period, parse_periods
 
 #: fields whose given value is never echoed in an error message
@@ -143,6 +144,9 @@ class Settings(BaseSettings):
     batch_max_records: int = Field(default=100_000, ge=1)
     dedup_min_events: int = Field(default=100_000, ge=0)
     dedup_min_seconds: float = Field(default=600.0, ge=0)
+    #: ids remembered per partition at most: 10 minutes at 100,000 events/s over 8
+    #: partitions is 7,500,000 (about 30 bytes each: bench/dedup_size.py)
+    dedup_max_ids: int = Field(default=DEFAULT_MAX_IDS, ge=1, le=MAX_IDS_LIMIT)
     session_timeout: float = Field(default=10.0, gt=0)
     rebalance_timeout: float = Field(default=10.0, gt=0)
     kafka_version: str = "3.9.1"

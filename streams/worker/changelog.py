@@ -20,11 +20,10 @@ from dataclasses import replace
 from typing import Any, NamedTuple
 
 from streams.core.aggregate import BatchResult, Outbound, PartitionRuntime
+from streams.core.dedup import DedupCut
 from streams.core.state import encode_segment, segment_key
 from streams.worker.retry import RetryWatcher, retrying
 
-#: ids per dedup segment record (keeps each record far below Kafka's 1 MB default)
-SEGMENT_IDS = 5_000
 #: seconds a batch's sends may take before they are sent again: the crash trials caught
 #: a send whose future never resolved, holding every later batch (test_crash_trials.py)
 PRODUCE_TIMEOUT = 20.0
@@ -57,8 +56,10 @@ class ChangelogWriter:
     def __init__(self, send: Send, accounts_topic: str, partitions_topic: str,
                  segments: MutableMapping[str, Any],
                  runtimes: Mapping[int, PartitionRuntime],
-                 watcher: RetryWatcher | None = None) -> None:
+                 watcher: RetryWatcher | None = None,
+                 dedup_cut: Callable[[int, DedupCut], None] | None = None) -> None:
         self.send = send
+        self.dedup_cut = dedup_cut  # told when the cap forgets ids early (metrics.py)
         self.watcher = watcher  # told of failing sends (the worker's liveness)
         self.accounts_topic = accounts_topic
         self.partitions_topic = partitions_topic
@@ -79,20 +80,23 @@ class ChangelogWriter:
         runtime = self.runtimes[partition]
         progress = runtime.progress
         records = []
-        sealed = runtime.recent.seal(progress.seq, now_ms, SEGMENT_IDS)
+        sealed = runtime.recent.seal(progress.seq, now_ms)
         progress.seq += len(sealed)
-        for segment in sealed:
+        for segment, ids in sealed:
             carried = replace(progress, watermarks=list(progress.watermarks)) \
-                if segment is sealed[-1] else None
+                if segment is sealed[-1].segment else None
             key = segment_key(partition, segment.seq)
             records.append(OutboundRecord(self.partitions_topic, key,
-                                          encode_segment(partition, segment, carried),
+                                          encode_segment(partition, segment, ids, carried),
                                           partition, None))
             self.segments[key.decode()] = (partition, segment, carried)
         for seq in runtime.recent.expire(now_ms):
             key = segment_key(partition, seq)
             records.append(OutboundRecord(self.partitions_topic, key, None, partition, None))
             self.segments.pop(key.decode(), None)
+        cut = runtime.recent.take_cut()
+        if cut is not None and self.dedup_cut is not None:
+            self.dedup_cut(partition, cut)
         return records
 
     async def persist(self, outbound: list[OutboundRecord],

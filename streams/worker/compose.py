@@ -43,7 +43,7 @@ from streams.worker.decay import DecayTimer
 from streams.worker.fence import PartitionFence
 from streams.worker.health import Liveness, Readiness
 from streams.worker.health_server import HealthServer
-from streams.worker.metrics import MetricsReporter, WorkerMetrics
+from streams.worker.metrics import DedupCutWatch, MetricsReporter, WorkerMetrics
 from streams.worker.order import WriteOrder
 from streams.worker.ownership import PartitionOwnership
 from streams.worker.redis_watch import RedisWatch, RedisWrites
@@ -123,7 +123,7 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
     ownership = PartitionOwnership(
         runtimes, accounts, segments, windows,
         lambda: RecentEventIds(settings.dedup_min_events,
-                               int(settings.dedup_min_seconds * 1000)),
+                               int(settings.dedup_min_seconds * 1000), settings.dedup_max_ids),
         clock, recovered, assigned, rewriter.rewrite, claim, lock)
     decay = DecayTimer(runtimes, accounts, updates, clock, submit, lock, metrics)
     reporter = MetricsReporter(
@@ -133,7 +133,8 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
         accounts)
     accounts_topic, partitions_topic = changelog_topics
     changelog = ChangelogWriter(app.producer.send, accounts_topic, partitions_topic, segments,
-                                runtimes, liveness)
+                                runtimes, liveness,
+                                DedupCutWatch(metrics, settings.dedup_max_ids).observe)
     aggregator = BatchAggregator(wiring.topics, windows, settings.partitions, accounts,
                                  runtimes)
     step = BatchStep(ownership, aggregator, decay, changelog, updates, redis_writes.write,

@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 import orjson
 import redis.asyncio as aioredis
 
+from streams.core.dedup import DedupCut
+
 log = logging.getLogger(__name__)
 
 #: upper bounds (ms) of the latency histogram, from production (record time) to Redis
@@ -40,6 +42,9 @@ class WorkerMetrics:
     events: int = 0
     dead_letters: int = 0
     decayed: int = 0
+    #: dedup windows cut short by RANKFLOW_DEDUP_MAX_IDS (episodes), and the ids cut
+    dedup_window_cuts: int = 0
+    dedup_ids_cut: int = 0
     #: topic:partition -> messages not yet processed after the last batch
     lag: dict[str, int] = field(default_factory=dict)
     latency_counts: list[int] = field(
@@ -57,9 +62,27 @@ class WorkerMetrics:
             "worker": self.worker, "at": int(time.time() * 1000), "batches": self.batches,
             "records": self.records, "events": self.events,
             "dead_letters": self.dead_letters, "decayed": self.decayed,
+            "dedup_window_cuts": self.dedup_window_cuts, "dedup_ids_cut": self.dedup_ids_cut,
             "lag": sum(self.lag.values()), "latency_buckets_ms": LATENCY_BUCKETS_MS,
             "latency_counts": self.latency_counts, "latency_sum_ms": self.latency_sum_ms,
         })
+
+
+class DedupCutWatch:
+    """Counts the ids the dedup cap forgot early; logs once per cut episode."""
+
+    def __init__(self, metrics: WorkerMetrics, max_ids: int) -> None:
+        self.metrics = metrics
+        self.max_ids = max_ids
+
+    def observe(self, partition: int, cut: DedupCut) -> None:
+        self.metrics.dedup_ids_cut += cut.ids
+        if cut.new_episode:
+            self.metrics.dedup_window_cuts += 1
+            log.warning("partition %d: the dedup window holds only %.0f s of event ids "
+                        "(RANKFLOW_DEDUP_MAX_IDS=%d reached; duplicates older than that "
+                        "count again until the rate falls)", partition,
+                        cut.window_ms / 1000, self.max_ids)
 
 
 #: topic partition -> records after the last one of the batch (streams.kafka.transport)
