@@ -170,3 +170,28 @@ def test_a_changelog_with_other_partitions_stops_start_up(monkeypatch):
     with pytest.raises(TopicLayoutError, match=rf"{CHANGELOGS[1]}: 3 partitions, the input "
                                                r"topics have 8"):
         ensure(fake, monkeypatch)
+
+
+class LaggingAdmin(FakeAdmin):
+    """A cluster whose broker asked first does not know the new topics' configs yet."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.unknown_for = 2  # describes
+
+    async def describe_configs(self, resources: list[Any]) -> list[Any]:
+        if self.unknown_for:
+            self.unknown_for -= 1
+            return [SimpleNamespace(resources=[(3, "unknown topic", 2, r.name, [])
+                                               for r in resources])]
+        return await super().describe_configs(resources)
+
+
+def test_a_broker_that_does_not_know_new_topics_yet_is_asked_again(monkeypatch):
+    monkeypatch.setattr(admin, "DESCRIBE_PAUSE", 0.0)
+    fake = LaggingAdmin(3, {})
+    assert ensure(fake, monkeypatch).replication == Replication(3, 2)
+    assert fake.unknown_for == 0
+    lagging = LaggingAdmin(3, {CHANGELOGS[0]: FoundTopic(8, 3, "delete")})
+    with pytest.raises(TopicLayoutError, match=r"cleanup\.policy=delete"):
+        ensure(lagging, monkeypatch)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,9 @@ class TopicLayoutError(SystemExit):
 
 #: the largest dead-letter record: a base64 envelope of a 2 MiB message fits
 DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024
+#: describes of the topics, DESCRIBE_PAUSE seconds apart, until every broker knows them
+DESCRIBE_TRIES = 20
+DESCRIBE_PAUSE = 0.5
 #: brokers from which a replicated layout (RF 3, min.insync.replicas 2) is the default
 REPLICATED_CLUSTER = 3
 
@@ -89,7 +93,8 @@ class FoundTopic:
     partitions: int
     #: the fewest replicas of any of its partitions
     replicas: int
-    cleanup_policy: str = "delete"
+    #: None while the broker asked does not know the topic's configuration yet
+    cleanup_policy: str | None = "delete"
 
 
 def layout_problems(found: Mapping[str, FoundTopic], topics: Topics,
@@ -112,7 +117,8 @@ def layout_problems(found: Mapping[str, FoundTopic], topics: Topics,
         elif topic.partitions != partitions:
             problems.append(f"{name}: {topic.partitions} partitions, RANKFLOW_PARTITIONS="
                             f"{partitions} (the topics are co-partitioned by account_id)")
-        if name in changelogs and "compact" not in topic.cleanup_policy.split(","):
+        if (name in changelogs and topic.cleanup_policy is not None
+                and "compact" not in topic.cleanup_policy.split(",")):
             problems.append(f"{name}: cleanup.policy={topic.cleanup_policy}, a changelog "
                             f"must be compacted (cleanup.policy=compact) or the state in "
                             f"its old segments is deleted")
@@ -157,6 +163,13 @@ async def ensure_topics(bootstrap: list[str], topics: Topics, partitions: int, *
             except TopicAlreadyExistsError:
                 log.info("topics were created concurrently")
         found = await _found_topics(admin, [t.name for t in declared])
+        for _ in range(DESCRIBE_TRIES):
+            # the broker asked may not know a just-created topic yet (another one does)
+            if len(found) == len(declared) and all(
+                    t.cleanup_policy is not None for t in found.values()):
+                break
+            await asyncio.sleep(DESCRIBE_PAUSE)
+            found = await _found_topics(admin, [t.name for t in declared])
         problems = layout_problems(found, topics, partitions)
         if problems:
             raise TopicLayoutError("the topics cannot hold rankflow's state:\n  "
@@ -183,7 +196,7 @@ async def _found_topics(admin: AIOKafkaAdminClient,
          for d in described]))
     return {d["topic"]: FoundTopic(len(d["partitions"]),
                                    min(len(p["replicas"]) for p in d["partitions"]),
-                                   policies.get(d["topic"], "delete"))
+                                   policies.get(d["topic"]))
             for d in described}
 
 
@@ -191,7 +204,9 @@ def _cleanup_policies(responses: Sequence[Any]) -> dict[str, str]:
     """topic -> cleanup.policy, from DescribeConfigs responses."""
     policies = {}
     for response in responses:
-        for _error, _message, _kind, name, entries, *_ in response.resources:
+        for error, _message, _kind, name, entries, *_ in response.resources:
+            if error:  # not known to that broker yet: left None
+                continue
             for entry in entries:
                 if entry[0] == "cleanup.policy":
                     policies[name] = entry[1]
