@@ -79,6 +79,20 @@ log.cleaner.backoff.ms=5000
 broker.heartbeat.interval.ms=1000
 broker.session.timeout.ms=6000
 """
+SENTINEL_CONF = """port {port}
+bind {host}
+dir {dir}
+protected-mode no
+sentinel monitor {master} {redis_host} {redis_port} {quorum}
+sentinel down-after-milliseconds {master} 5000
+sentinel failover-timeout {master} 20000
+"""
+#: `dev up --sentinel`: the primary's service name the sentinels monitor, their number,
+#: how many must agree that it is down, and their ports' distance from Redis's
+SENTINEL_MASTER = "rankflow"
+SENTINELS = 3
+SENTINEL_QUORUM = 2
+SENTINEL_PORT_OFFSET = 20_000
 #: ports between one broker's and the next's (its controller listens on its port + 1)
 BROKER_PORT_STEP = 100
 LOG4J1_PROPERTIES = """log4j.rootLogger=INFO, file
@@ -176,7 +190,7 @@ class StackProcess:
 
     @property
     def name(self) -> str:
-        return f"{self.role} {self.id}" if self.role == "kafka" else self.role
+        return f"{self.role} {self.id}" if self.role in ("kafka", "sentinel") else self.role
 
     def alive(self) -> bool:
         return _alive(self.pid)
@@ -237,9 +251,10 @@ class Broker:
 class DevStack:
     """The local Kafka + Redis for development, tests and the demo."""
 
-    def __init__(self, settings: Settings, brokers: int = 1) -> None:
+    def __init__(self, settings: Settings, brokers: int = 1, sentinel: bool = False) -> None:
         if not 1 <= brokers <= 9:
             raise DevStackError(f"--brokers {brokers}: give 1 to 9")
+        self.sentinel = sentinel
         self.settings = settings
         self.root = Path(settings.cache_dir)
         self.record = self.root / "processes.json"
@@ -258,6 +273,14 @@ class DevStack:
             for n, home in enumerate(homes, 1)]
         url = urlparse(settings.redis)
         self.redis = Endpoint(url.hostname or "127.0.0.1", url.port or 6379)
+        # with --sentinel: a replica on the next port, three sentinels from port + 20000
+        self.redis_replica = Endpoint(self.redis.host, self.redis.port + 1)
+        self.sentinels = [Endpoint(self.redis.host, self.redis.port + SENTINEL_PORT_OFFSET + n)
+                          for n in range(SENTINELS)]
+        if sentinel and self.sentinels[-1].port > 65535:
+            raise DevStackError(f"--sentinel: the sentinels' ports (Redis's + "
+                                f"{SENTINEL_PORT_OFFSET}) pass 65535; give RANKFLOW_REDIS a "
+                                f"lower port")
 
     @property
     def bootstrap(self) -> str:
@@ -294,7 +317,7 @@ class DevStack:
                      sorted([*kept, process], key=lambda p: (p.role, p.id)))
         if process.role == "redis":
             (self.redis_dir / "redis.pid").write_text(str(process.pid))
-        elif len(self.brokers) == 1:
+        elif process.role == "kafka" and len(self.brokers) == 1:
             (self.kafka_dir / "kafka.pid").write_text(str(process.pid))
 
     def _check_options(self) -> None:
@@ -439,27 +462,57 @@ class DevStack:
         raise DevStackError("redis-server is missing: install it (sudo apt-get install "
                             "redis-server) or point RANKFLOW_REDIS at a running Redis")
 
-    def start_redis(self) -> str:
-        running = self._free("redis", 0, self.redis, "RANKFLOW_REDIS")
+    def _start_redis_process(self, role: str, ident: int, endpoint: Endpoint,
+                             args: list[str], logfile: Path) -> str:
+        running = self._free(role, ident, endpoint, "RANKFLOW_REDIS")
         if running:
             return running
         binary = self._redis_binary()
         self.redis_dir.mkdir(parents=True, exist_ok=True)
-        out = (self.redis_dir / "redis.log").open("ab")
-        proc = subprocess.Popen(
-            [binary, "--bind", self.redis.host, "--port", str(self.redis.port),
-             "--dir", str(self.redis_dir), "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--protected-mode", "no"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
-        self._remember(StackProcess("redis", 0, self.redis.port, proc.pid))
-        return f"redis: started (pid {proc.pid}) on {self.redis.host}:{self.redis.port}"
+        out = logfile.open("ab")
+        proc = subprocess.Popen([binary, *args], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        process = StackProcess(role, ident, endpoint.port, proc.pid)
+        self._remember(process)
+        return f"{process.name}: started (pid {proc.pid}) on {endpoint.host}:{endpoint.port}"
+
+    def _server_args(self, endpoint: Endpoint, folder: Path) -> list[str]:
+        folder.mkdir(parents=True, exist_ok=True)
+        return ["--bind", endpoint.host, "--port", str(endpoint.port), "--dir", str(folder),
+                "--save", "", "--appendonly", "no", "--daemonize", "no",
+                "--protected-mode", "no"]
+
+    def start_redis(self) -> str:
+        """Redis; with --sentinel also its replica and three sentinels (one line each)."""
+        lines = [self._start_redis_process(
+            "redis", 0, self.redis, self._server_args(self.redis, self.redis_dir),
+            self.redis_dir / "redis.log")]
+        if not self.sentinel:
+            return lines[0]
+        replica_dir = self.redis_dir / "replica"
+        lines.append(self._start_redis_process(
+            "redis-replica", 1, self.redis_replica,
+            [*self._server_args(self.redis_replica, replica_dir),
+             "--replicaof", self.redis.host, str(self.redis.port)],
+            replica_dir / "redis.log"))
+        for n, endpoint in enumerate(self.sentinels, 1):
+            folder = self.redis_dir / f"sentinel-{n}"
+            folder.mkdir(parents=True, exist_ok=True)
+            conf = folder / "sentinel.conf"  # the sentinel rewrites it: written once
+            if not conf.exists():
+                conf.write_text(SENTINEL_CONF.format(
+                    host=endpoint.host, port=endpoint.port, dir=folder,
+                    master=SENTINEL_MASTER, redis_host=self.redis.host,
+                    redis_port=self.redis.port, quorum=SENTINEL_QUORUM))
+            lines.append(self._start_redis_process(
+                "sentinel", n, endpoint, [str(conf), "--sentinel"], folder / "sentinel.log"))
+        return "\n".join(lines)
 
     # Both --------------------------------------------------------------------------
     def up(self, timeout: float = 120.0) -> list[str]:
         """Start whatever of this stack is not running, and wait until it answers."""
         self._check_options()
-        lines = [self.start_redis(), *self.start_kafka().splitlines()]
+        lines = [*self.start_redis().splitlines(), *self.start_kafka().splitlines()]
         self.wait_ready(timeout)
         return lines
 
@@ -521,6 +574,15 @@ class DevStack:
     def wait_redis(self, timeout: float) -> None:
         self._wait_for("redis", self.redis.answers, partial(self._exited, "redis", 0),
                        self.redis_dir / "redis.log", timeout)
+        if not self.sentinel:
+            return
+        self._wait_for("redis-replica", self.redis_replica.answers,
+                       partial(self._exited, "redis-replica", 1),
+                       self.redis_dir / "replica" / "redis.log", timeout)
+        for n, endpoint in enumerate(self.sentinels, 1):
+            self._wait_for(f"sentinel {n}", endpoint.answers,
+                           partial(self._exited, "sentinel", n),
+                           self.redis_dir / f"sentinel-{n}" / "sentinel.log", timeout)
 
     def _exited(self, role: str, ident: int) -> bool:
         return self._running(role, ident) is None

@@ -55,7 +55,7 @@ def redact_logs(secrets: tuple[str, ...]) -> None:
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from streams.dev.devstack import DevStack
 
-    stack = DevStack(settings, brokers=args.brokers)
+    stack = DevStack(settings, brokers=args.brokers, sentinel=args.sentinel)
     if args.action == "status" and args.json:
         print(json.dumps({"processes": stack.processes()}))
         return 0
@@ -65,6 +65,10 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         print(line)
     if args.action == "up" and args.brokers > 1:
         print(f"bootstrap servers: RANKFLOW_KAFKA={stack.bootstrap}")
+    if args.action == "up" and args.sentinel:
+        print("sentinels: RANKFLOW_REDIS_SENTINELS=" + ",".join(
+            f"{e.host}:{e.port}" for e in stack.sentinels)
+              + " RANKFLOW_REDIS_SENTINEL_MASTER=rankflow")
     return 0
 
 
@@ -229,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--brokers", type=int, default=1,
                      help="up: KRaft brokers, on RANKFLOW_KAFKA's port and every 100th after "
                           "it (default 1)")
+    dev.add_argument("--sentinel", action="store_true",
+                     help="up: also a Redis replica (port + 1) and three sentinels (port + "
+                          "20000...; master name rankflow, quorum 2)")
     dev.add_argument("--json", action="store_true",
                      help="status: the processes as JSON (role, id, port, pid)")
     dev.set_defaults(func=cmd_dev)
