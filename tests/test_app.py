@@ -188,3 +188,29 @@ def test_joined_fetches_never_repeat_a_record():
     joined = _joined({a: offsets(10, 13)}, {a: offsets(12, 15), b: offsets(7, 8)})
     assert {tp: [r.offset for r in recs] for tp, recs in joined.items()} == {
         a: [10, 11, 12, 13, 14], b: [7]}
+
+
+def _producer_settings(app: Any) -> dict[str, Any]:
+    producer = app.producer
+    return {**producer._settings_default(), **producer._settings_extra()}
+
+
+def test_the_producer_is_idempotent_with_acks_all():
+    """Dead letters, re-keyed copies and changelog records: a send retried after a lost
+    ack (a broker killed mid-write) is not written twice."""
+    settings = _producer_settings(create_app(Settings()).app)
+    assert settings["acks"] == "all" and settings["enable_idempotence"] is True
+    plain = _producer_settings(create_app(Settings(kafka_acks="1")).app)
+    assert plain["acks"] == 1 and "enable_idempotence" not in plain
+
+
+def test_the_changelogs_take_the_clusters_replication():
+    from streams.kafka.admin import Replication
+
+    wiring = create_app(Settings(), Replication(factor=3, min_insync=2))
+    assert wiring.app.conf.topic_replication_factor == 3
+    for table in (wiring.accounts, wiring.partitions):
+        topic = table.changelog_topic
+        assert topic.replicas is None  # so faust declares it with topic_replication_factor
+        assert topic.config["min.insync.replicas"] == "2"
+        assert topic.compacting

@@ -60,3 +60,23 @@ def test_bad_scoring_settings_stop_start_up(monkeypatch, env, named):
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert named in str(info.value)
+
+
+def test_kafka_durability_defaults_leave_replication_to_the_cluster():
+    s = Settings()
+    assert (s.replication_factor, s.min_insync_replicas, s.kafka_acks) == (None, None, "all")
+
+
+@pytest.mark.parametrize("env,named", [
+    ({"RANKFLOW_REPLICATION_FACTOR": "0"}, "RANKFLOW_REPLICATION_FACTOR"),
+    ({"RANKFLOW_MIN_INSYNC_REPLICAS": "many"}, "RANKFLOW_MIN_INSYNC_REPLICAS"),
+    ({"RANKFLOW_KAFKA_ACKS": "0"}, "RANKFLOW_KAFKA_ACKS"),
+    ({"RANKFLOW_REPLICATION_FACTOR": "2", "RANKFLOW_MIN_INSYNC_REPLICAS": "3"},
+     "RANKFLOW_MIN_INSYNC_REPLICAS=3 exceeds RANKFLOW_REPLICATION_FACTOR=2"),
+])
+def test_bad_kafka_durability_settings_stop_start_up(monkeypatch, env, named):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert named in str(info.value)

@@ -23,7 +23,7 @@ from faust.types import TableT
 from streams.core.aggregate import Topics
 from streams.core.state import AccountState, decode_segment
 from streams.core.topics import ACCOUNT_TABLE, PARTITION_TABLE
-from streams.kafka.admin import DEAD_LETTER_MAX_BYTES
+from streams.kafka.admin import DEAD_LETTER_MAX_BYTES, SINGLE_REPLICA, Replication
 from streams.kafka.transport import BatchTopic
 from streams.ops.connections import faust_credentials
 from streams.ops.settings import Settings
@@ -108,8 +108,15 @@ class PromptTableManager(TableManager):
             await self.recovery.start()
 
 
-def create_app(settings: Settings) -> Wiring:
-    """Build the faust app for these settings (nothing connects until it starts)."""
+def create_app(settings: Settings, replication: Replication = SINGLE_REPLICA) -> Wiring:
+    """Build the faust app for these settings (nothing connects until it starts).
+
+    `replication`: the cluster's (admin.ensure_topics), for the topics faust declares
+    and the changelogs' min.insync.replicas.
+    """
+    # acks=all (-1) makes the producer idempotent too (transport.IdempotentProducer)
+    acks = -1 if settings.kafka_acks == "all" else 1
+    changelog_configs = {"min.insync.replicas": str(replication.min_insync)}
     app = faust.App(
         settings.app_id,
         broker=[f"rankflow://{server}" for server in settings.bootstrap_servers],
@@ -119,7 +126,7 @@ def create_app(settings: Settings) -> Wiring:
         web_enabled=False,
         autodiscover=False,
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=replication.factor,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout,
@@ -130,7 +137,7 @@ def create_app(settings: Settings) -> Wiring:
         broker_max_poll_records=settings.batch_max_records,
         consumer_max_fetch_size=4 * 1024 * 1024,
         table_standby_replicas=0,
-        producer_acks=-1,
+        producer_acks=acks,
         producer_linger_ms=2,
         producer_max_request_size=DEAD_LETTER_MAX_BYTES,
         producer_request_timeout=15.0,
@@ -152,12 +159,14 @@ def create_app(settings: Settings) -> Wiring:
         value_type=codec_type("rankflow-account"),
         partitions=settings.partitions,
         recovery_buffer_size=10_000,
+        extra_topic_configs=changelog_configs,
     )
     partitions = app.Table(
         PARTITION_TABLE,
         key_type=codec_type("rankflow-utf8"),
         value_type=codec_type("rankflow-segment"),
         partitions=settings.partitions,
+        extra_topic_configs=changelog_configs,
     )
     logging.getLogger("faust").setLevel(logging.WARNING if settings.log_level == "info"
                                         else settings.log_level.upper())

@@ -421,8 +421,26 @@ def _done() -> asyncio.Future[None]:
     return future
 
 
+class IdempotentProducer(faust_aiokafka.Producer):
+    """faust's producer, idempotent whenever it waits for every in-sync replica.
+
+    With acks=all a send retried after a lost ack (a broker killed mid-write) would
+    otherwise be written twice; idempotence has the broker drop the copy
+    (tests/test_app.py::test_the_producer_is_idempotent_with_acks_all;
+    tests/integration/test_broker_kill.py).
+    """
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        extra = super()._settings_extra()
+        if self.acks in (-1, "all"):
+            return {**extra, "acks": "all", "enable_idempotence": True}
+        return extra
+
+
 class BatchTransport(faust_aiokafka.Transport):
-    """aiokafka transport with batch delivery for `BatchTopic` channels."""
+    """aiokafka transport with batch delivery for `BatchTopic` channels, and an idempotent
+    producer."""
 
     Consumer = BatchConsumer
     Conductor = BatchConductor
+    Producer = IdempotentProducer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -11,10 +12,14 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from streams.core.topics import Topics
 from streams.ops.connections import kafka_client_options, redis_client
 from streams.ops.settings import Settings, load_settings, redact, redacted_url
+
+if TYPE_CHECKING:
+    from streams.kafka.admin import EnsuredTopics
 
 log = logging.getLogger("rankflow")
 
@@ -50,21 +55,40 @@ def redact_logs(secrets: tuple[str, ...]) -> None:
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from streams.dev.devstack import DevStack
 
-    stack = DevStack(settings)
+    stack = DevStack(settings, brokers=args.brokers, sentinel=args.sentinel)
+    if args.action == "status" and args.json:
+        print(json.dumps({"processes": stack.processes()}))
+        return 0
     action = {"up": stack.up, "down": stack.down, "status": stack.status,
               "reset": stack.reset}[args.action]
     for line in action():
         print(line)
+    if args.action == "up" and args.brokers > 1:
+        print(f"bootstrap servers: RANKFLOW_KAFKA={stack.bootstrap}")
+    if args.action == "up" and args.sentinel:
+        print("sentinels: RANKFLOW_REDIS_SENTINELS=" + ",".join(
+            f"{e.host}:{e.port}" for e in stack.sentinels)
+              + " RANKFLOW_REDIS_SENTINEL_MASTER=rankflow")
     return 0
 
 
-def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.kafka.admin import create_topics
+def ensured_topics(settings: Settings) -> EnsuredTopics:
+    """Every topic, created with the cluster's replication and checked (admin.py)."""
+    from streams.kafka.admin import ensure_topics
 
-    topics = Topics(settings.topic_prefix, settings.app_id)
-    created = asyncio.run(create_topics(settings.bootstrap_servers, topics, settings.partitions,
-                                        kafka_options=kafka_client_options(settings)))
-    print(f"created {len(created)} topic(s): {', '.join(created)}" if created
+    return asyncio.run(ensure_topics(
+        settings.bootstrap_servers, Topics(settings.topic_prefix, settings.app_id),
+        settings.partitions, replication_factor=settings.replication_factor,
+        min_insync_replicas=settings.min_insync_replicas,
+        kafka_options=kafka_client_options(settings)))
+
+
+def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    ensured = ensured_topics(settings)
+    created = ensured.created
+    replication = ensured.replication
+    print(f"created {len(created)} topic(s) with replication factor {replication.factor}, "
+          f"min.insync.replicas {replication.min_insync}: {', '.join(created)}" if created
           else "all topics exist")
     return 0
 
@@ -72,7 +96,6 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import faust
 
-    from streams.kafka.admin import create_topics
     from streams.kafka.app import create_app
     from streams.ops.readiness import wait_until_ready
     from streams.worker.compose import compose_worker, install
@@ -81,10 +104,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     asyncio.run(wait_until_ready(settings))
     # Make sure every topic exists, co-partitioned: a broker that auto-creates topics
     # would otherwise give a missing one a single partition.
-    asyncio.run(create_topics(settings.bootstrap_servers, Topics(settings.topic_prefix,
-                                                                 settings.app_id),
-                              settings.partitions, kafka_options=kafka_client_options(settings)))
-    wiring = create_app(settings)
+    ensured = ensured_topics(settings)
+    wiring = create_app(settings, ensured.replication)
     composed = compose_worker(wiring, settings, redis_client(settings))
     install(composed, wiring.app)
     # the health endpoint starts before the app (it answers while the tables are read)
@@ -208,7 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     dev = sub.add_parser("dev", help="local Kafka (KRaft) + Redis on loopback")
     dev.add_argument("action", choices=("up", "down", "status", "reset"),
-                     help="reset: stop both and delete every Kafka topic (the jars stay)")
+                     help="reset: stop all and delete every Kafka topic (the jars stay)")
+    dev.add_argument("--brokers", type=int, default=1,
+                     help="up: KRaft brokers, on RANKFLOW_KAFKA's port and every 100th after "
+                          "it (default 1)")
+    dev.add_argument("--sentinel", action="store_true",
+                     help="up: also a Redis replica (port + 1) and three sentinels (port + "
+                          "20000...; master name rankflow, quorum 2)")
+    dev.add_argument("--json", action="store_true",
+                     help="status: the processes as JSON (role, id, port, pid)")
     dev.set_defaults(func=cmd_dev)
     sub.add_parser("topics", help="create the topics (idempotent)").set_defaults(func=cmd_topics)
     sub.add_parser("worker", help="run one stream worker").set_defaults(func=cmd_worker)

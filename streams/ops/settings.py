@@ -129,6 +129,17 @@ class Settings(BaseSettings):
     #: seconds a write (Redis or Kafka) may fail without a break before /live answers 503
     unhealthy_after: float = Field(default=60.0, gt=0, le=86_400)
 
+    # Kafka durability (README, "Production Kafka settings"); unset: from the cluster's size.
+    #: replicas of each topic rankflow creates; unset: 3 on a cluster of 3 or more brokers,
+    #: else 1 (the admin client's describe_cluster counts them: streams/kafka/admin.py)
+    replication_factor: int | None = Field(default=None, ge=1, le=16)
+    #: min.insync.replicas of those topics; unset: 2 with a replication factor of 3 or
+    #: more, else 1 (a write is acknowledged once that many replicas have it)
+    min_insync_replicas: int | None = Field(default=None, ge=1, le=16)
+    #: acks of every record rankflow writes (dead letters, re-keyed copies, changelogs);
+    #: `all` also makes the producer idempotent (a retried send is not written twice)
+    kafka_acks: Literal["all", "1"] = "all"
+
     # Scoring (the defaults of contract §3, Influence index): weights summing to 1,
     # ceilings per day of window.
     weight_views: float = Field(default=0.40, ge=0, le=1)
@@ -225,6 +236,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"RANKFLOW_WEIGHT_VIEWS + _LIKES + _FANS + _UPLOADS must sum to 1 "
                 f"(the index stays on 0-1000), got {total:g}")
+        return self
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> Settings:
+        factor, insync = self.replication_factor, self.min_insync_replicas
+        if factor is not None and insync is not None and insync > factor:
+            raise ValueError(f"RANKFLOW_MIN_INSYNC_REPLICAS={insync} exceeds "
+                             f"RANKFLOW_REPLICATION_FACTOR={factor}: no write could succeed")
         return self
 
     @model_validator(mode="after")
