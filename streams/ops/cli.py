@@ -94,10 +94,10 @@ def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    import faust
 
     from streams.kafka.app import create_app
     from streams.ops.readiness import wait_until_ready
+    from streams.ops.stop_deadline import DeadlinedWorker
     from streams.worker.compose import compose_worker, install
 
     # Kafka or Redis down at start-up: wait for them (logging why), do not crash.
@@ -111,7 +111,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     # the health endpoint starts before the app (it answers while the tables are read)
     beside = [composed.health_server] if composed.health_server is not None else []
     # "info", never "warn": faust maps unknown levels so that root logs at DEBUG.
-    worker = faust.Worker(wiring.app, *beside, loglevel=settings.log_level, quiet=True)
+    worker = DeadlinedWorker(wiring.app, *beside, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
     return 0
 
