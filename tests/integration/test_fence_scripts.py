@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 
@@ -26,14 +28,24 @@ def _update(views: list[AccountView], fences: dict[int, tuple[int, int]]) -> Boa
     return BoardUpdate(views, set(), {}, counters, 1, 1, fences)
 
 
-def test_a_write_older_than_the_partitions_owner_is_refused_and_others_apply(stack):
+@asynccontextmanager
+async def _writer(url: str) -> AsyncIterator[tuple[aioredis.Redis, RedisKeys, RedisBoardWriter]]:
+    """A writer on a prefix of its own, whose keys are deleted afterwards."""
     keys = RedisKeys(f"fence{uuid.uuid4().hex[:8]}:")
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        yield client, keys, RedisBoardWriter(client, keys, Windows())
+    finally:
+        names = [k async for k in client.scan_iter(f"{keys.prefix}*")]
+        if names:
+            await client.delete(*names)
+        await client.aclose()
 
+
+def test_a_write_older_than_the_partitions_owner_is_refused_and_others_apply(stack):
     async def main() -> None:
-        client = aioredis.Redis.from_url(stack.redis, decode_responses=True)
-        writer = RedisBoardWriter(client, keys, Windows())
-        board = keys.board("all", "all")
-        try:
+        async with _writer(stack.redis) as (client, keys, writer):
+            board = keys.board("all", "all")
             await writer.write(_update([_view("a", 0, 5), _view("b", 1, 7)],
                                        {0: (4, 1), 1: (4, 1)}))
             await writer.claim({0: (5, 2)})  # another worker took partition 0 over
@@ -52,22 +64,13 @@ def test_a_write_older_than_the_partitions_owner_is_refused_and_others_apply(sta
             owners = await client.hgetall(keys.owners)
             assert owners == {"0.epoch": "5", "0.seq": "3", "1.epoch": "4", "1.seq": "2"}
             assert await client.hget(keys.meta, "events") == "17"  # 9 + 8
-        finally:
-            names = [k async for k in client.scan_iter(f"{keys.prefix}*")]
-            if names:
-                await client.delete(*names)
-            await client.aclose()
 
     asyncio.run(main())
 
 
 def test_a_write_after_redis_lost_writes_reports_the_partition_behind(stack):
-    keys = RedisKeys(f"fence{uuid.uuid4().hex[:8]}:")
-
     async def main() -> None:
-        client = aioredis.Redis.from_url(stack.redis, decode_responses=True)
-        writer = RedisBoardWriter(client, keys, Windows())
-        try:
+        async with _writer(stack.redis) as (client, keys, writer):
             assert await writer.write(_update([_view("a", 0, 5)], {0: (4, 1)})) == []
             assert await writer.write(_update([_view("a", 0, 6)], {0: (4, 2)}),
                                       after={0: (4, 1)}) == []
@@ -77,10 +80,5 @@ def test_a_write_after_redis_lost_writes_reports_the_partition_behind(stack):
                                         after={0: (4, 2)})
             assert behind == [0]
             assert await client.hget(keys.owners, "0.seq") == "3"  # still written
-        finally:
-            names = [k async for k in client.scan_iter(f"{keys.prefix}*")]
-            if names:
-                await client.delete(*names)
-            await client.aclose()
 
     asyncio.run(main())
