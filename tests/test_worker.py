@@ -10,6 +10,7 @@ import logging
 import time
 from typing import NamedTuple
 
+import aiokafka.errors as kafka_errors
 import pytest
 import redis.asyncio as aioredis
 
@@ -108,6 +109,28 @@ def test_transient_failures_are_retried_with_backoff_and_others_stop_the_worker(
 
     with pytest.raises(ValueError):
         run(retrying("writing Redis", broken, sleep))
+
+
+def test_a_send_refused_for_good_stops_the_worker(caplog):
+    """A broker that is away is waited for; a record it refuses for good is not sent
+    again (it would be refused forever while later events wait)."""
+    delays = []
+    failures = [kafka_errors.KafkaConnectionError("no broker"), kafka_errors.KafkaTimeoutError(),
+                kafka_errors.NotEnoughReplicasError()]
+
+    async def sleep(delay):
+        delays.append(delay)
+
+    async def step():
+        if failures:
+            raise failures.pop(0)
+        raise kafka_errors.MessageSizeTooLargeError("the message is 5000000 bytes")
+
+    with caplog.at_level(logging.WARNING), \
+            pytest.raises(kafka_errors.MessageSizeTooLargeError):
+        run(retrying("writing the changelog", step, sleep))
+    assert delays == [0.2, 0.4, 0.8]
+    assert "writing the changelog: the broker refuses a record for good" in caplog.text
 
 
 # -- ChangelogWriter ----------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 A failed step is retried on the same aggregated result, with backoff, so in-memory
 state is never applied twice; anything that is not an I/O failure stops the worker
-(skipping a write would lose data).
+(skipping a write would lose data), and so does a record the broker refuses for good
+(too large, malformed): sent again, it would be refused again, forever
+(tests/test_worker.py::test_a_send_refused_for_good_stops_the_worker).
 
 Each failure is logged with how long the step has been failing (`writing Redis: no answer
 for 20 s (...); retrying in 0.4s` while Redis does not answer: tests/integration/
@@ -18,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
+import aiokafka.errors as kafka_errors
 import redis.asyncio as aioredis
 
 log = logging.getLogger(__name__)
@@ -36,10 +39,19 @@ class RetryWatcher(Protocol):
     def succeeded(self, what: str) -> None: ...
 
 
+#: what a broker answers for a record it will never take, however often it is sent
+REFUSED_FOR_GOOD = (kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordTooLargeError,
+                    kafka_errors.RecordListTooLargeError, kafka_errors.CorruptRecordException,
+                    kafka_errors.InvalidTopicError, kafka_errors.UnsupportedForMessageFormatError)
+
+
 def transient(exc: BaseException) -> bool:
-    """An I/O failure worth waiting out: timeouts, sockets, Redis, Kafka clients."""
+    """An I/O failure worth waiting out: timeouts, sockets, Redis, Kafka clients; not a
+    record the broker refuses for good."""
     if isinstance(exc, (TimeoutError, OSError, aioredis.RedisError)):
         return True
+    if isinstance(exc, REFUSED_FOR_GOOD):
+        return False
     return type(exc).__module__.startswith(("aiokafka", "kafka"))
 
 
@@ -61,6 +73,9 @@ async def retrying(what: str, step: Callable[[], Awaitable[T]],
             result = await step()
         except Exception as exc:
             if not transient(exc):
+                if isinstance(exc, REFUSED_FOR_GOOD):
+                    log.error("%s: the broker refuses a record for good (%s): stopping, "
+                              "as retrying cannot succeed", what, _shown(exc))
                 raise
             since = started if since is None else since
             if watcher is not None:
