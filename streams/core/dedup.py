@@ -50,8 +50,10 @@ TAG_SHIFT = DIST_SHIFT + DIST_BITS
 TAG_BITS = 11
 TAG_MASK = (1 << TAG_BITS) - 1
 HASH_TO_TAG = 64 - TAG_BITS
-#: ids per segment (changelog record) by default: far below Kafka's 1 MB record limit
-SEGMENT_IDS = 5_000
+#: entries per segment, so per changelog record: the longest entries (64 escaped
+#: characters of id, a re-keyed origin) keep it under state.RECORD_LIMIT
+#: (tests/test_state_records.py)
+SEGMENT_IDS = 1_000
 #: at most this many ids per partition: segments holding ids are numbered modulo
 #: 2**NUMBER_BITS, so fewer than that may be live at once
 MAX_IDS_LIMIT = 50_000_000
@@ -134,7 +136,7 @@ class RecentEventIds:
     min_events: int = 100_000
     min_age_ms: int = 600_000
     max_ids: int = DEFAULT_MAX_IDS
-    #: ids per segment, so per changelog record (far below Kafka's 1 MB default)
+    #: entries (ids and origins) per segment, so per changelog record
     segment_ids: int = SEGMENT_IDS
     _slots: array[int] = field(default_factory=lambda: array("q", bytes(8 * MIN_SLOTS)))
     _used: int = 0
@@ -192,7 +194,7 @@ class RecentEventIds:
             self._grow(self._used + 1)
             return self.first_ref(event_id, ref)
         opened = self._open
-        if opened and len(opened[-1][0].hashes) < self.segment_ids:
+        if opened and len(opened[-1][1]) < self.segment_ids:
             segment, entries = opened[-1]
             number = (self._next_number - 1) & NUMBER_MASK
         else:
@@ -241,7 +243,7 @@ class RecentEventIds:
         """The segment new ids go to, its entries and its number (a new one when full)."""
         if self._open:
             segment, entries = self._open[-1]
-            if len(segment.hashes) < self.segment_ids:
+            if len(entries) < self.segment_ids:
                 return segment, entries, self._next_number - 1 & NUMBER_MASK
         segment, entries = Segment(-1, 0, 0), []
         self._open.append((segment, entries))
