@@ -214,3 +214,28 @@ def test_the_changelogs_take_the_clusters_replication():
         assert topic.replicas is None  # so faust declares it with topic_replication_factor
         assert topic.config["min.insync.replicas"] == "2"
         assert topic.compacting
+
+
+def test_the_account_table_assembles_accounts_from_their_parts():
+    """faust reads a changelog into the table; an account written in parts lands whole."""
+    from streams.core.state import AccountState
+    from streams.core.windows import Windows, bucket_floors
+
+    now = 1_767_225_600_000
+    state = AccountState("busy", 1)
+    for i in range(9_000):
+        campaign = f"campaign-{i:05d}".ljust(64, "x")
+        state.add("view", 1, now, Windows().fixed_containing(now), campaign, bucket_floors(now))
+    records = state.records(now)
+    assert len(records) > 1
+    table = create_app(Settings()).accounts
+    codec = table.changelog_topic.value_serializer  # the codec faust decodes with
+    assert codec == "rankflow-account"
+    from faust.serializers import codecs
+
+    events = [SimpleNamespace(key=key, value=codecs.loads(codec, value),
+                              message=SimpleNamespace(value=value, partition=1))
+              for key, value in records]
+    table.apply_changelog_batch(events[:2])  # faust applies in buffers of any size
+    table.apply_changelog_batch(events[2:])
+    assert dict(table.data) == {"busy": state}

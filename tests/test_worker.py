@@ -158,7 +158,7 @@ def test_state_records_name_their_partition_and_the_newest_segment_carries_progr
     segments: dict = {}
     writer = ChangelogWriter(FakeProducer().send, "acc-log", "part-log", segments,
                              core.runtimes)
-    records = writer.records(result, NOW)
+    records = writer.records(result, NOW, NOW)
     accounts = [r for r in records if r.topic == "acc-log"]
     assert sorted(r.key for r in accounts) == [b"a", b"b"]
     assert all(r.partition == partition_for(r.key.decode(), 4) for r in accounts)
@@ -178,9 +178,9 @@ def test_expired_dedup_segments_become_tombstones_and_leave_the_table():
     segments: dict = {}
     writer = ChangelogWriter(FakeProducer().send, "acc", "part", segments, core.runtimes)
     log.event("a", event_id="e1")
-    writer.records(core.feed(log), NOW)
+    writer.records(core.feed(log), NOW, NOW)
     log.event("a", event_id="e2")
-    records = writer.records(core.feed(log), NOW + MINUTE)
+    records = writer.records(core.feed(log), NOW + MINUTE, NOW + MINUTE)
     tombstones = [r for r in records if r.topic == "part" and r.value is None]
     assert [r.key for r in tombstones] == [b"0:000000000000"]
     assert list(segments) == ["0:000000000001"]
@@ -448,6 +448,7 @@ def test_a_large_update_is_written_in_chunks_with_the_totals_and_counters_last(m
     assert all((p.profiles, p.clock_ms, p.now_ms) == ({"a3"}, 5, 6) for p in parts)
     assert in_chunks(big, 7) == [big]
 
+
     # through RedisWrites: a failing chunk is retried alone, the others written once
     monkeypatch.setattr(redis_watch, "WRITE_CHUNK", 3)
     store = FakeStore()
@@ -496,8 +497,8 @@ class FakeChangelog:
         self.writer = writer
         self.calls = calls
 
-    def records(self, result, now_ms):
-        return self.writer.records(result, now_ms)
+    def records(self, result, clock_ms, now_ms):
+        return self.writer.records(result, clock_ms, now_ms)
 
     async def persist(self, outbound, changelog):
         await asyncio.sleep(0.01)

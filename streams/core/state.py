@@ -11,22 +11,40 @@ Exactness rests on two invariants, both held by records that are written whole:
 So a crash at any point between two changelog writes loses nothing and counts nothing
 twice, whatever the order in which the records reached the broker (tests/test_aggregate.py,
 replays after partial state writes; tests/integration/test_crash_trials.py).
+
+Every record stays under RECORD_LIMIT whatever valid input arrives
+(tests/test_state_records.py): ids are bounded by the contract, so are an account's
+buckets once pruned (`AccountState.records` prunes counts a batch far ahead of the clock
+grew), and the only part that grows with the data, an account's campaigns, is split
+over part records when the whole would not fit (`AccountState.records`, `assemble`).
 """
 
 from __future__ import annotations
 
 import sys
 from array import array
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import orjson
 
 from streams.core.dedup import Entry, Segment
-from streams.core.windows import LIKES, UPLOADS, VIEWS, WindowedCounts
+from streams.core.windows import LIKES, RECORD, UPLOADS, VIEWS, WindowedCounts
 
 UNKNOWN_CATEGORY = "unknown"
-#: the format of account-state changelog records
-STATE_VERSION = 2
+#: the format of account-state changelog records (2: the same, never in parts)
+STATE_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+#: the first element of a part record (an account record begins with its version)
+PART_MARK = "part"
+#: every changelog record rankflow writes stays under this many bytes: Kafka's default
+#: record limit (`message.max.bytes`, and `max.message.bytes` of a topic) is 1,048,588
+RECORD_LIMIT = 1_000_000
+#: the campaigns of one part record take at most this many bytes (the rest: its header)
+PART_BUDGET = RECORD_LIMIT - 1_000
+#: counts holding more ints than this are pruned before they are written: only a batch
+#: far ahead of the clock opens so many buckets (an event-clock cold start)
+PRUNE_BEYOND = 200 * RECORD
 
 
 class StateFormatError(ValueError):
@@ -62,6 +80,9 @@ class AccountState:
     #: campaign -> the account's campaign-tagged counts
     campaigns: dict[str, WindowedCounts] = field(default_factory=dict)
     applied: array[int] = field(default_factory=lambda: array("q", [-1] * N_SLOTS))
+    #: account records written with their campaigns in parts: the parity of the part
+    #: keys the newest one names (see `records`)
+    split_writes: int = 0
 
     @property
     def listed(self) -> bool:
@@ -106,7 +127,43 @@ class AccountState:
             due.update(counts.due_times(clock_ms))
         return due
 
+    def records(self, clock_ms: int) -> list[tuple[str, bytes]]:
+        """The account's changelog records, (key, value), each under RECORD_LIMIT.
+
+        1. prune counts a batch far ahead of the clock grew past PRUNE_BEYOND (their
+           buckets no window reads again: the same prune as decay's);
+        2. the whole account as one record, if it fits (all but accounts in thousands of
+           campaigns);
+        3. else its campaigns in part records, first, on the keys of the other parity
+           than the parts the newest account record names, then that record naming the
+           new ones: a crash between the sends leaves the older record with its parts
+           whole (tests/test_state_records.py).
+        """
+        self._prune_grown(clock_ms)
+        campaigns = {name: counts.to_list() for name, counts in self.campaigns.items()}
+        whole = self._encode(campaigns, 0)
+        if len(whole) <= RECORD_LIMIT:
+            return [(self.account_id, whole)]
+        parts = _packed(campaigns)
+        self.split_writes += 1
+        records = [(part_key(self.account_id, self.split_writes, i),
+                    orjson.dumps([PART_MARK, STATE_VERSION, self.account_id,
+                                  self.split_writes, part]))
+                   for i, part in enumerate(parts)]
+        return [*records, (self.account_id, self._encode({}, len(parts)))]
+
     def encode(self) -> bytes:
+        """The account as one record (tests and tools; the worker writes `records`)."""
+        return self._encode({name: c.to_list() for name, c in self.campaigns.items()}, 0)
+
+    def _prune_grown(self, clock_ms: int) -> None:
+        if len(self.counts.data) > PRUNE_BEYOND:
+            self.counts.prune(clock_ms)
+        for counts in self.campaigns.values():
+            if len(counts.data) > PRUNE_BEYOND:
+                counts.prune(clock_ms)
+
+    def _encode(self, campaigns: dict[str, list[int]], parts: int) -> bytes:
         profile = self.profile
         return orjson.dumps([
             STATE_VERSION,
@@ -116,27 +173,132 @@ class AccountState:
             self.profile_seen,
             self.follows,
             self.counts.to_list(),
-            {name: counts.to_list() for name, counts in self.campaigns.items()},
+            campaigns,
             self.applied.tolist(),
+            self.split_writes,
+            parts,
         ])
 
     @classmethod
     def decode(cls, data: bytes) -> AccountState:
-        record = orjson.loads(data)
-        if record[0] != STATE_VERSION:
-            raise StateFormatError(
-                f"an account-state record of format {record[0]!r}, this worker reads "
-                f"{STATE_VERSION}: its changelog was written by another rankflow version "
-                f"(use a new RANKFLOW_APP_ID, or delete the state topics to rebuild)")
-        (_v, account_id, partition, profile, seen, follows, counts, campaigns,
-         applied) = record
-        if profile:  # categories repeat across accounts: keep one copy of each
-            profile = AccountProfile(profile[0], sys.intern(profile[1]), profile[2])
-        return cls(account_id, partition, profile, seen, follows,
-                   WindowedCounts.from_list(counts),
-                   {sys.intern(name): WindowedCounts.from_list(c)
-                    for name, c in campaigns.items()},
-                   array("q", applied))
+        """A whole account record (one with parts: `decode_record` and `assemble`)."""
+        record = decode_record(data)
+        if isinstance(record, StatePart):
+            raise StateFormatError(f"a part record of account {record.account_id!r}, "
+                                   "not an account record")
+        if record.parts:
+            raise StateFormatError(f"account {record.state.account_id!r}: its record has "
+                                   f"{record.parts} parts, to be assembled")
+        return record.state
+
+
+@dataclass(frozen=True, slots=True)
+class StatePart:
+    """Campaigns of an account whose record did not fit in one (`AccountState.records`)."""
+
+    account_id: str
+    split_writes: int
+    campaigns: dict[str, list[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    """A decoded account record: the state, and how many part records hold the rest."""
+
+    state: AccountState
+    parts: int
+
+
+def part_key(account_id: str, split_writes: int, index: int) -> str:
+    """`{account}#{parity}#{index}`: '#' is not in the account id charset."""
+    return f"{account_id}#{split_writes % 2}#{index}"
+
+
+def is_part_key(key: str) -> bool:
+    return "#" in key
+
+
+def decode_record(data: bytes) -> AccountRecord | StatePart:
+    record = orjson.loads(data)
+    if record[0] == PART_MARK:
+        _mark, _v, account_id, split_writes, campaigns = record
+        return StatePart(account_id, split_writes, campaigns)
+    if record[0] not in READABLE_VERSIONS:
+        raise StateFormatError(
+            f"an account-state record of format {record[0]!r}, this worker reads "
+            f"{READABLE_VERSIONS}: its changelog was written by another rankflow version "
+            f"(use a new RANKFLOW_APP_ID, or delete the state topics to rebuild)")
+    if record[0] == 2:
+        record += [0, 0]
+    (_v, account_id, partition, profile, seen, follows, counts, campaigns,
+     applied, split_writes, parts) = record
+    if profile:  # categories repeat across accounts: keep one copy of each
+        profile = AccountProfile(profile[0], sys.intern(profile[1]), profile[2])
+    return AccountRecord(AccountState(account_id, partition, profile, seen, follows,
+                                      WindowedCounts.from_list(counts),
+                                      _campaigns(campaigns), array("q", applied),
+                                      split_writes), parts)
+
+
+def assemble(record: AccountRecord, parts: Mapping[str, StatePart]) -> AccountState:
+    """An account from its record and the part records it names (from `parts`, by key)."""
+    state = record.state
+    for index in range(record.parts):
+        key = part_key(state.account_id, state.split_writes, index)
+        part = parts.get(key)
+        if part is None or part.split_writes != state.split_writes:
+            found = "missing" if part is None else f"of write {part.split_writes}"
+            raise StateFormatError(f"account {state.account_id!r}: part {key!r} of write "
+                                   f"{state.split_writes} is {found}")
+        state.campaigns.update(_campaigns(part.campaigns))
+    return state
+
+
+class PartsAhead:
+    """Part records read ahead of the account record that names them: a changelog is
+    read in order, and an account's parts are written before it."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, StatePart] = {}
+
+    def hold(self, key: str, part: StatePart | None) -> None:
+        if part is None:
+            self.parts.pop(key, None)
+        else:
+            self.parts[key] = part
+
+    def account(self, record: AccountRecord) -> AccountState:
+        """The account whole, its parts no longer held."""
+        state = assemble(record, self.parts)
+        for index in range(record.parts):
+            self.parts.pop(part_key(state.account_id, state.split_writes, index), None)
+        return state
+
+
+def accounts_of(latest: Mapping[str, bytes]) -> dict[str, AccountState]:
+    """Every account of a changelog's newest record per key (`rankflow rebuild`)."""
+    records = {key: decode_record(value) for key, value in latest.items()}
+    parts = {key: r for key, r in records.items() if isinstance(r, StatePart)}
+    return {r.state.account_id: assemble(r, parts) for r in records.values()
+            if isinstance(r, AccountRecord)}
+
+
+def _campaigns(campaigns: Mapping[str, list[int]]) -> dict[str, WindowedCounts]:
+    return {sys.intern(name): WindowedCounts.from_list(c) for name, c in campaigns.items()}
+
+
+def _packed(campaigns: Mapping[str, list[int]]) -> list[dict[str, list[int]]]:
+    """Campaigns in parts of at most PART_BUDGET bytes each, in their order."""
+    parts: list[dict[str, list[int]]] = [{}]
+    size = 0
+    for name, counts in campaigns.items():
+        entry = len(name) + len(orjson.dumps(counts)) + 4  # "name":[...],
+        if parts[-1] and size + entry > PART_BUDGET:
+            parts.append({})
+            size = 0
+        parts[-1][name] = counts
+        size += entry
+    return parts
 
 
 @dataclass(slots=True)

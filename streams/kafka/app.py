@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -21,7 +22,14 @@ from faust.tables import TableManager
 from faust.types import TableT
 
 from streams.core.aggregate import Topics
-from streams.core.state import AccountState, decode_segment
+from streams.core.state import (
+    AccountRecord,
+    AccountState,
+    PartsAhead,
+    decode_record,
+    decode_segment,
+    is_part_key,
+)
 from streams.core.topics import ACCOUNT_TABLE, PARTITION_TABLE
 from streams.kafka.admin import DEAD_LETTER_MAX_BYTES, SINGLE_REPLICA, Replication
 from streams.kafka.transport import BatchTopic
@@ -40,11 +48,36 @@ class Utf8Codec(codecs.Codec):
 
 
 class AccountStateCodec(codecs.Codec):
+    """Account records and part records (AccountTable assembles them)."""
+
     def _dumps(self, obj: Any) -> bytes:
         return obj.encode() if isinstance(obj, AccountState) else bytes(obj)
 
     def _loads(self, s: bytes) -> Any:
-        return AccountState.decode(s)
+        return decode_record(s)
+
+
+class AccountTable(faust.Table):
+    """The account-state table: each account whole, assembled from its record and the
+    part records read before it (streams/core/state.py; tests/test_app.py)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ahead = PartsAhead()
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        self.data.apply_changelog_batch(self._accounts(batch), to_key=self._to_key,
+                                        to_value=self._whole)
+
+    def _accounts(self, batch: Iterable[Any]) -> Iterator[Any]:
+        for event in batch:
+            if is_part_key(event.key):
+                self.ahead.hold(event.key, event.value)
+            else:
+                yield event
+
+    def _whole(self, value: Any) -> Any:
+        return self.ahead.account(value) if isinstance(value, AccountRecord) else value
 
 
 class SegmentCodec(codecs.Codec):
@@ -153,14 +186,17 @@ def create_app(settings: Settings, replication: Replication = SINGLE_REPLICA) ->
         partitions=settings.partitions,
     )
     app.topics.add(sources)
-    accounts = app.Table(
-        ACCOUNT_TABLE,
+    accounts: TableT = AccountTable(
+        app,
+        name=ACCOUNT_TABLE,
+        beacon=app.tables.beacon,
         key_type=codec_type("rankflow-utf8"),
         value_type=codec_type("rankflow-account"),
         partitions=settings.partitions,
         recovery_buffer_size=10_000,
         extra_topic_configs=changelog_configs,
     )
+    app.tables.add(accounts)
     partitions = app.Table(
         PARTITION_TABLE,
         key_type=codec_type("rankflow-utf8"),

@@ -51,7 +51,8 @@ class Fence(Protocol):
 class Changelog(Protocol):
     """ChangelogWriter: encodes state records, and sends records until acked."""
 
-    def records(self, result: BatchResult, now_ms: int) -> list[OutboundRecord]: ...
+    def records(self, result: BatchResult, clock_ms: int,
+                now_ms: int) -> list[OutboundRecord]: ...
 
     async def persist(self, outbound: list[OutboundRecord],
                       changelog: list[OutboundRecord]) -> None: ...
@@ -98,7 +99,7 @@ class BatchStep:
             clock = self.clock()
             now_ms = int(time.time() * 1000)
             decayed = self.decay.due(clock)
-            changelog = self.changelog.records(result, now_ms)
+            changelog = self.changelog.records(result, clock, now_ms)
             states = {**decayed, **result.accounts}
             partitions = result.partitions | {s.partition for s in decayed.values()}
             update = self.updates.of(states.values(), result.profiles, partitions, clock,

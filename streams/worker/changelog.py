@@ -2,9 +2,10 @@
 
 Responsible for:
 
-* encoding the state records of a batch: one per changed account, and the partition's
-  new dedup segments (the newest carrying its progress) and expired ones (tombstones),
-  which it also applies to the segment table;
+* encoding the state records of a batch: each changed account's (one, or its part
+  records and then it: streams/core/state.py), and the partition's new dedup segments
+  (the newest carrying its progress) and expired ones (tombstones), which it also
+  applies to the segment table;
 * sending records and waiting for the broker's acks, bounded by `PRODUCE_TIMEOUT`,
   retried on transient failures (streams/worker/retry.py).
 
@@ -67,11 +68,13 @@ class ChangelogWriter:
         self.segments = segments
         self.runtimes = runtimes
 
-    def records(self, result: BatchResult, now_ms: int) -> list[OutboundRecord]:
+    def records(self, result: BatchResult, clock_ms: int,
+                now_ms: int) -> list[OutboundRecord]:
         """The state records of a batch; also applies segment changes to the table."""
-        records = [OutboundRecord(self.accounts_topic, state.account_id.encode(),
-                                  state.encode(), state.partition, None)
-                   for state in result.accounts.values()]
+        topic = self.accounts_topic
+        records = [OutboundRecord(topic, key.encode(), value, state.partition, None)
+                   for state in result.accounts.values()
+                   for key, value in state.records(clock_ms)]
         for partition in result.partitions:
             records += self._segments(partition, now_ms)
         return records
