@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import NamedTuple
 
 import aiokafka.errors as kafka_errors
@@ -448,6 +449,15 @@ def test_a_large_update_is_written_in_chunks_with_the_totals_and_counters_last(m
     assert all((p.profiles, p.clock_ms, p.now_ms) == ({"a3"}, 5, 6) for p in parts)
     assert in_chunks(big, 7) == [big]
 
+    # an account in many campaigns: no chunk holds more than the campaign entries allowed
+    sums = {"all": [1, 0, 0, 1]}
+    many = AccountView("many", 0, True, "media", None, 1, {}, {f"c{i}": sums for i in range(5)})
+    few = AccountView("few", 0, True, "media", None, 1, {}, {"c0": sums})
+    parts = in_chunks(replace(big, views=[few, many]), 3, campaigns=2)
+    assert [[(v.account_id, sorted(v.campaigns)) for v in p.views] for p in parts] == [
+        [("few", ["c0"])], [("many", ["c0", "c1"])], [("many", ["c2", "c3"])],
+        [("many", ["c4"])]]
+    assert parts[-1].campaigns == big.campaigns
 
     # through RedisWrites: a failing chunk is retried alone, the others written once
     monkeypatch.setattr(redis_watch, "WRITE_CHUNK", 3)

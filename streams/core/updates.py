@@ -80,14 +80,39 @@ class BoardUpdates:
         return replace(self.of([], set(), self.runtimes, clock, now_ms), campaigns=campaigns)
 
 
-def in_chunks(update: BoardUpdate, accounts: int) -> list[BoardUpdate]:
-    """The update as updates of at most `accounts` accounts each, the campaign totals and
-    counters in the last one (the writer writes `meta` last: it says "done"). Bounds the
-    longest single Redis call, so a socket timeout never fires on a legitimate write."""
+#: campaign entries (an account's standing in one campaign) per chunk at most
+CHUNK_CAMPAIGNS = 1_000
+
+
+def in_chunks(update: BoardUpdate, accounts: int,
+              campaigns: int = CHUNK_CAMPAIGNS) -> list[BoardUpdate]:
+    """The update as updates of at most `accounts` accounts and `campaigns` campaign
+    entries each, the campaign totals and counters in the last one (the writer writes
+    `meta` last: it says "done"). Bounds the longest single Redis call, so a socket
+    timeout never fires on a legitimate write. An account in more campaigns goes in
+    several, each with a share of them: its own fields and boards, absolute values, are
+    written with each (tests/test_worker.py)."""
     views = update.views
-    if len(views) <= accounts:
+    if len(views) <= accounts and sum(len(v.campaigns) for v in views) <= campaigns:
         return [update]
-    parts = [replace(update, views=views[start:start + accounts], campaigns={}, partitions={})
-             for start in range(0, len(views), accounts)]
+    chunks: list[list[AccountView]] = [[]]
+    entries = 0
+    for piece in (piece for view in views for piece in _shares(view, campaigns)):
+        if chunks[-1] and (len(chunks[-1]) >= accounts
+                           or entries + len(piece.campaigns) > campaigns):
+            chunks.append([])
+            entries = 0
+        chunks[-1].append(piece)
+        entries += len(piece.campaigns)
+    parts = [replace(update, views=chunk, campaigns={}, partitions={}) for chunk in chunks]
     parts[-1] = replace(parts[-1], campaigns=update.campaigns, partitions=update.partitions)
     return parts
+
+
+def _shares(view: AccountView, campaigns: int) -> list[AccountView]:
+    """The view, or copies of it with `campaigns` of its campaigns each."""
+    if len(view.campaigns) <= campaigns:
+        return [view]
+    names = list(view.campaigns)
+    return [replace(view, campaigns={c: view.campaigns[c] for c in names[i:i + campaigns]})
+            for i in range(0, len(names), campaigns)]
