@@ -29,6 +29,8 @@ def api(stack):
     r.zadd(f"{prefix}lb:24h:campaign:c1", {"a": 3, "c": 7})
     r.sadd(f"{prefix}categories", "police", "media")
     r.sadd(f"{prefix}campaigns", "c1")
+    r.sadd(f"{prefix}acct-campaigns:a", "c1")
+    r.sadd(f"{prefix}acct-campaigns:c", "c1")
     for i, account_id in enumerate(SCORES):
         r.hset(f"{prefix}acct:{account_id}", mapping={
             "name": f"name {account_id}", "category": "police" if account_id in "abd" else "media",
