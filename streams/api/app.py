@@ -52,6 +52,7 @@ from streams.api.models import (
     Leaderboard,
 )
 from streams.api.reader import BoardReader
+from streams.api.top_feed import TOP_MAX, TooManyBoards, TopFeeds
 from streams.core.windows import Windows
 from streams.ops.connections import redis_client
 from streams.ops.settings import Settings
@@ -164,6 +165,8 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
                                     max_connections=64, timeout=10)
     reader = BoardReader(client, keys, windows)
     feed = ChangeFeed(client, keys.changes)
+    tops = TopFeeds(client, keys)
+    feed.listeners.append(tops.notice)
     history = History()
     recorder = HistoryRecorder(client, keys, windows, history,
                                interval=settings.api_history_interval)
@@ -176,6 +179,7 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
         yield
         await recorder.stop()
         await feed.stop()
+        await tops.close()
 
     api = FastAPI(title="rankflow", version="1", lifespan=lifespan,
                   description="Live influence leaderboards of short-video accounts.")
@@ -286,13 +290,25 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     async def stream(
         window: Annotated[str | None, Query(pattern=window_pattern, max_length=64)] = None,
         board: Annotated[str | None, Query(pattern=BOARD_PATTERN, max_length=140)] = None,
+        top: Annotated[int | None, Query(
+            ge=1, le=TOP_MAX, description="follow this board's top N: a snapshot, then "
+            "its changes (window defaults to 24h, board to all)")] = None,
         last_event_id: Annotated[str | None, Header(max_length=40)] = None,
     ) -> StreamingResponse:
-        """Server-sent events: `change` (boards that changed), `reset` (refetch)."""
+        """Server-sent events. Without `top`: `change` (boards that changed), `reset`
+        (refetch). With `top`: `snapshot` (the top N), then `change` (`entries` that
+        entered or moved, accounts that `left`); `reset` before a new snapshot."""
         if last_event_id is not None and not STREAM_ID.fullmatch(last_event_id):
-            raise HTTPException(400, "Last-Event-ID must be a stream id such as 1700000-0")
-        return StreamingResponse(feed.events(window, board, last_event_id),
-                                 media_type="text/event-stream",
+            raise HTTPException(400, "Last-Event-ID must be an event id such as 1700000-0")
+        if top is None:
+            events = feed.events(window, board, last_event_id)
+        else:
+            try:
+                tracker = await tops.open(window or "24h", board or "all", top)
+            except TooManyBoards as exc:
+                raise HTTPException(503, str(exc)) from exc
+            events = tracker.events(last_event_id)
+        return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache",
                                           "X-Accel-Buffering": "no"})
 

@@ -5,13 +5,14 @@ API process follows the stream and hands each notice to every connected client's
 bounded queue: a slow client loses its oldest notices (and is told to refetch), never
 holds up the others (tests/test_feed.py). Stream ids are the SSE event ids, so a client
 reconnecting with `Last-Event-ID` resumes from the stream itself, on any API process.
+Listeners (the top-N feeds of streams/api/top_feed.py) are told of every notice too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -68,6 +69,8 @@ class ChangeFeed(BackgroundTask):
         self.client = client
         self.stream = stream
         self.clients: set[Client] = set()
+        #: told of every notice as it is read (streams/api/top_feed.py)
+        self.listeners: list[Callable[[Notice], None]] = []
         self.last_id = "$"
 
     async def run(self) -> None:
@@ -92,6 +95,8 @@ class ChangeFeed(BackgroundTask):
                     notice = parse_notice(entry_id, fields)
                     for client in list(self.clients):
                         client.offer(notice)
+                    for listener in self.listeners:
+                        listener(notice)
 
     async def missed(self, after: str) -> list[Notice] | None:
         """Notices after `after`, or None when the stream no longer reaches back to it."""
@@ -112,7 +117,7 @@ class ChangeFeed(BackgroundTask):
             if last_event_id:
                 missed = await self.missed(last_event_id)
                 if missed is None:
-                    yield _event("reset", None, {"reason": "too far behind: refetch"})
+                    yield sse_event("reset", None, {"reason": "too far behind: refetch"})
                 else:
                     for old in missed:
                         chunk = _change(old, window, board)
@@ -128,7 +133,7 @@ class ChangeFeed(BackgroundTask):
                     return
                 if client.lagged:
                     client.lagged = False
-                    yield _event("reset", notice.id, {"reason": "client fell behind: refetch"})
+                    yield sse_event("reset", notice.id, {"reason": "client fell behind: refetch"})
                     continue
                 chunk = _change(notice, window, board)
                 if chunk:
@@ -142,7 +147,7 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def _event(kind: str, event_id: str | None, data: object) -> bytes:
+def sse_event(kind: str, event_id: str | None, data: object) -> bytes:
     head = f"id: {event_id}\n" if event_id else ""
     return f"{head}event: {kind}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
 
@@ -151,4 +156,4 @@ def _change(notice: Notice, window: str | None, board: str | None) -> bytes | No
     boards = notice.for_filter(window, board)
     if not boards:
         return None
-    return _event("change", notice.id, {"clock": notice.clock, "boards": boards})
+    return sse_event("change", notice.id, {"clock": notice.clock, "boards": boards})

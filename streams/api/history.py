@@ -2,7 +2,9 @@
 
 Every `interval` seconds the API snapshots the index of the top accounts of every
 window's overall board, and every campaign's totals. Each series is a bounded deque
-(`points` long: an hour at the default 10 s), so memory stays small and fixed.
+(`points` long: an hour at the default 10 s), and a series whose points are all older
+than that span is dropped: accounts keep entering and leaving the top, and campaigns
+come and go, but memory holds only the last span's snapshots (tests/test_history.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -20,6 +23,8 @@ from streams.core.windows import Windows
 from streams.sink.keys import RedisKeys
 
 log = logging.getLogger(__name__)
+#: a point of a series: its time in ms first
+Point = TypeVar("Point", bound=tuple[Any, ...])
 
 
 @dataclass
@@ -43,6 +48,19 @@ class History:
         if series is None:
             series = self.campaigns[window, campaign] = deque(maxlen=self.points)
         series.append((at_ms, *totals))
+
+    def forget_before(self, at_ms: int) -> None:
+        """Drop the points taken before `at_ms`, and the series left empty."""
+        _forget_before(self.accounts, at_ms)
+        _forget_before(self.campaigns, at_ms)
+
+
+def _forget_before(table: dict[tuple[str, str], deque[Point]], at_ms: int) -> None:
+    for key, series in list(table.items()):
+        while series and series[0][0] < at_ms:
+            series.popleft()
+        if not series:
+            del table[key]
 
 
 class HistoryRecorder(BackgroundTask):
@@ -80,3 +98,4 @@ class HistoryRecorder(BackgroundTask):
                 self.history.add_campaign(window, campaign, now, tuple(  # type: ignore[arg-type]
                     int(totals.get(f"{window}.{name}", 0))
                     for name in ("views", "likes", "uploads", "accounts")))
+        self.history.forget_before(now - int(self.history.points * self.interval * 1000))

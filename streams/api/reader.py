@@ -117,7 +117,9 @@ class BoardReader:
         boards = ["all"]
         if data.get("category"):
             boards.append(f"cat:{data['category']}")
-        campaigns: set[str] = await self.client.smembers(self.keys.campaigns)  # type: ignore[assignment]
+        # its own campaigns, not every campaign's board (tests/test_reader.py)
+        campaigns: set[str] = await self.client.smembers(  # type: ignore[assignment]
+            self.keys.account_campaigns(account_id))
         boards += [f"campaign:{c}" for c in sorted(campaigns)]
         pipe = self.client.pipeline(transaction=False)
         pairs = [(w, b) for w in self.windows.ids for b in boards]

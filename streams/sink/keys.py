@@ -22,6 +22,11 @@ class RedisKeys:
     def account(self, account_id: str) -> str:
         return f"{self.prefix}acct:{account_id}"
 
+    def account_campaigns(self, account_id: str) -> str:
+        """Set of the campaigns on whose board the account stands in some window (so an
+        account's detail reads its own campaign boards, not every campaign's)."""
+        return f"{self.prefix}acct-campaigns:{account_id}"
+
     def campaign(self, campaign: str) -> str:
         return f"{self.prefix}campaign:{campaign}"
 
@@ -64,5 +69,6 @@ class RedisKeys:
 
     @property
     def campaigns(self) -> str:
-        """Set of every campaign that has a board."""
+        """Set of every campaign with a member on one of its boards (lua/apply_changes.lua
+        removes one whose boards are all empty)."""
         return f"{self.prefix}campaigns"

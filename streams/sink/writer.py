@@ -62,6 +62,8 @@ class BoardChanges:
     removes: dict[str, list[str]] = field(default_factory=dict)
     hash_deletes: list[list[str]] = field(default_factory=list)
     hash_sets: list[list[str]] = field(default_factory=list)
+    #: [set key, member, ...]: each set replaced whole
+    set_replaces: list[list[str]] = field(default_factory=list)
 
     def add(self, key: str, member: str, score: float) -> None:
         members = self.adds.get(key)
@@ -82,17 +84,20 @@ class BoardChanges:
                      for item in (_text(score), member)]
                for key, members in self.adds.items()}
         return {"rem": self.removes, "add": add, "del": self.hash_deletes,
-                "set": self.hash_sets}
+                "set": self.hash_sets, "sets": self.set_replaces}
 
 
 def apply_changes_payload(parts: Mapping[int, BoardChanges],
                           fences: Mapping[int, tuple[int, int]],
-                          after: Mapping[int, tuple[int, int]] | None = None) -> bytes:
+                          after: Mapping[int, tuple[int, int]] | None = None,
+                          campaigns: Mapping[str, list[str]] | None = None) -> bytes:
     """The argument of lua/apply_changes.lua: each partition's changes, its owner stamp,
-    and the stamp its writer last had acknowledged."""
+    the stamp its writer last had acknowledged, and the boards of each campaign touched
+    (registered or unregistered after the changes, by whether any has a member)."""
     return orjson.dumps({"fence": {str(p): list(f) for p, f in fences.items()},
                          "after": {str(p): list(f) for p, f in (after or {}).items()},
-                         "parts": {str(p): c.payload() for p, c in parts.items()}})
+                         "parts": {str(p): c.payload() for p, c in parts.items()},
+                         "campaigns": campaigns or {}})
 
 
 class RedisBoardWriter:
@@ -134,16 +139,15 @@ class RedisBoardWriter:
                 boards = parts[view.partition] = BoardChanges()
             self._account(boards, view, listed_as.get(view.account_id))
         fences = update.fences
+        campaigns = {c: [self.keys.board(w, f"campaign:{c}") for w in self.windows.ids]
+                     for c in sorted({c for v in views for c in v.campaigns})}
         if parts or fences:
-            await self._apply_changes(keys=[self.keys.owners],
-                                      args=[apply_changes_payload(parts, fences, after)],
-                                      client=pipe)
+            await self._apply_changes(
+                keys=[self.keys.owners, self.keys.campaigns],
+                args=[apply_changes_payload(parts, fences, after, campaigns)], client=pipe)
         categories = {v.category for v in views if v.listed}
         if categories:
             pipe.sadd(self.keys.categories, *categories)
-        campaigns = {c for v in views for c in v.campaigns}
-        if campaigns:
-            pipe.sadd(self.keys.campaigns, *campaigns)
         prefix = len(self.keys.boards_prefix)
         changed = sorted(key[prefix:] for c in parts.values() for key in c.boards())
         if changed:
@@ -217,13 +221,20 @@ class RedisBoardWriter:
                 boards.add(keys.board(window, f"cat:{category}"), account_id, score.index)
             else:
                 boards.remove(keys.board(window, "all"), account_id)
+        standing = []
         for campaign, sums in view.campaigns.items():
+            on_board = False
             for window, metrics in sums.items():
                 board = keys.board(window, f"campaign:{campaign}")
                 if view.listed and metrics[VIEWS] > 0:
                     boards.add(board, account_id, metrics[VIEWS])
+                    on_board = True
                 else:
                     boards.remove(board, account_id)
+            if on_board:
+                standing.append(campaign)
+        if view.campaigns:  # an account never tagged has no set to replace
+            boards.set_replaces.append([keys.account_campaigns(account_id), *standing])
         if view.listed:
             fields += ("category", category)
         if view.name is not None:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from aiokafka.errors import KafkaError
@@ -105,6 +110,37 @@ class Deployment:
         keys = list(self.redis.scan_iter(f"{self.prefix}*", count=1000))
         for start in range(0, len(keys), 1000):
             self.redis.delete(*keys[start:start + 1000])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def api_process(d: Deployment, **extra_env: str) -> Iterator[str]:
+    """`rankflow api` of a deployment, as its own process, until the block ends: its URL."""
+    port = free_port()
+    log = (ARTIFACTS / f"{d.name}-api.log").open("wb")
+    api = subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "api"],
+                           env={**d.env, "RANKFLOW_API_PORT": str(port), **extra_env},
+                           stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    try:
+        while True:
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "rankflow api did not start"
+                time.sleep(0.2)
+        yield url
+    finally:
+        api.terminate()
+        api.wait(timeout=10)
+        log.close()
 
 
 @pytest.fixture

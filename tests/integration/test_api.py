@@ -29,6 +29,8 @@ def api(stack):
     r.zadd(f"{prefix}lb:24h:campaign:c1", {"a": 3, "c": 7})
     r.sadd(f"{prefix}categories", "police", "media")
     r.sadd(f"{prefix}campaigns", "c1")
+    r.sadd(f"{prefix}acct-campaigns:a", "c1")
+    r.sadd(f"{prefix}acct-campaigns:c", "c1")
     for i, account_id in enumerate(SCORES):
         r.hset(f"{prefix}acct:{account_id}", mapping={
             "name": f"name {account_id}", "category": "police" if account_id in "abd" else "media",
@@ -112,12 +114,24 @@ def test_campaign_detail(api):
     ("/api/accounts/" + "x" * 65, {}, 422),
     ("/api/accounts/bad%20id", {}, 422),
     ("/api/campaigns/c1", {"top": 0}, 422),
+    ("/api/stream", {"top": "ten"}, 422),
+    ("/api/stream", {"top": 0}, 422),
+    ("/api/stream", {"top": 101}, 422),
+    ("/api/stream", {"top": 1.5}, 422),
+    ("/api/stream", {"top": 5, "window": "5m"}, 422),
+    ("/api/stream", {"top": 5, "board": "cats:x"}, 422),
+    ("/api/stream", {"top": 5, "board": "campaign:a b"}, 422),
     ("/nope", {}, 404),
 ])
 def test_bad_parameters_get_a_4xx_json_error(api, path, params, status):
     response = api.get(path, params=params)
     assert response.status_code == status
     assert "error" in response.json()
+
+
+def test_a_top_feed_with_a_bad_last_event_id_gets_a_400(api):
+    response = api.get("/api/stream", params={"top": 5}, headers={"Last-Event-ID": "x"})
+    assert response.status_code == 400 and "error" in response.json()
 
 
 def test_health_and_metrics(api):
@@ -138,6 +152,10 @@ def test_page_and_openapi(api):
     paths = api.get("/openapi.json").json()["paths"]
     assert {"/api/leaderboard", "/api/leaderboard/around", "/api/accounts/{account_id}",
             "/api/campaigns/{campaign}", "/healthz"} <= set(paths)
+    stream = {p["name"]: p for p in paths["/api/stream"]["get"]["parameters"]}
+    assert {"window", "board", "top", "last-event-id"} <= stream.keys()
+    top = stream["top"]["schema"]["anyOf"][0]
+    assert (top["type"], top["minimum"], top["maximum"]) == ("integer", 1, 100)
 
 
 def test_competition_ranks_function():

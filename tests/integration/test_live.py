@@ -3,9 +3,6 @@
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,15 +11,9 @@ import orjson
 import pytest
 
 from streams.dev.simulate import Message
-from tests.integration.conftest import ARTIFACTS
+from tests.integration.conftest import ARTIFACTS, api_process
 
 NOW = int(time.time() * 1000)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def profile(account_id, fans):
@@ -43,24 +34,8 @@ def live(deploy):
     d.start_worker()
     d.wait_counted(events=0, dead=0, timeout=60)
     d.wait_for(lambda: d.redis.zcard(f"{d.prefix}lb:24h:all") == 8, 60, "8 accounts listed")
-    port = free_port()
-    log = (ARTIFACTS / f"{d.name}-api.log").open("wb")
-    api = subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "api"],
-                           env={**d.env, "RANKFLOW_API_PORT": str(port),
-                                "RANKFLOW_API_HISTORY_INTERVAL": "1"}, stdout=log,
-                           stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(f"{url}/healthz", timeout=1)
-            break
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, "rankflow api did not start"
-            time.sleep(0.2)
-    yield d, url
-    api.terminate()
-    api.wait(timeout=10)
+    with api_process(d, RANKFLOW_API_HISTORY_INTERVAL="1") as url:
+        yield d, url
 
 
 def read_events(response, want, timeout):

@@ -1,7 +1,13 @@
--- KEYS[1]: the partition owners hash (fence.lua). ARGV[1]:
+-- KEYS[1]: the partition owners hash (fence.lua), KEYS[2]: the campaigns registry set.
+-- ARGV[1]:
 --   {"fence": {partition: [epoch, seq]}, "after": {partition: [epoch, seq]},
 --    "parts": {partition: {"rem": {board: [member...]}, "add": {board: [score, member, ...]},
---                          "del": [[hash, field...]...], "set": [[hash, field, value, ...]...]}}}
+--                          "del": [[hash, field...]...], "set": [[hash, field, value, ...]...],
+--                          "sets": [[set, member...]...]}},
+--    "campaigns": {campaign: [its board in every window...]}}
+-- A "sets" entry replaces the whole set (an account's campaigns). Each campaign named is
+-- then registered if one of its boards has a member, and unregistered if all are empty:
+-- the registry follows the boards, so replays converge (tests/integration/test_hygiene.py).
 -- Each partition's changes are applied only if its owner check passes; returns the
 -- partitions refused and those whose stamp was older than `after` (Redis lost writes). Removals first, as the boards of a moved account are left before
 -- it joins others.
@@ -27,7 +33,21 @@ for partition, part in pairs(changes.parts) do
     for key, scored in pairs(part.add) do each_chunk('ZADD', key, scored) end
     for _, fields in ipairs(part.del) do redis.call('HDEL', unpack(fields)) end
     for _, fields in ipairs(part.set) do redis.call('HSET', unpack(fields)) end
+    for _, members in ipairs(part.sets or {}) do
+      redis.call('DEL', members[1])
+      for i = 2, #members, step do
+        redis.call('SADD', members[1], unpack(members, i, math.min(i + step - 1, #members)))
+      end
+    end
   end
+end
+for campaign, boards in pairs(changes.campaigns or {}) do
+  local standing = false
+  for _, board in ipairs(boards) do
+    if redis.call('ZCARD', board) > 0 then standing = true break end
+  end
+  if standing then redis.call('SADD', KEYS[2], campaign)
+  else redis.call('SREM', KEYS[2], campaign) end
 end
 local out = {}
 for partition in pairs(refused) do out[#out + 1] = tonumber(partition) end
