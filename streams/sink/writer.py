@@ -62,8 +62,8 @@ class BoardChanges:
     removes: dict[str, list[str]] = field(default_factory=dict)
     hash_deletes: list[list[str]] = field(default_factory=list)
     hash_sets: list[list[str]] = field(default_factory=list)
-    #: [set key, member, ...]: each set replaced whole
-    set_replaces: list[list[str]] = field(default_factory=list)
+    #: [set key, [member to add, ...], [member to remove, ...]]
+    set_changes: list[list[object]] = field(default_factory=list)
 
     def add(self, key: str, member: str, score: float) -> None:
         members = self.adds.get(key)
@@ -84,7 +84,7 @@ class BoardChanges:
                      for item in (_text(score), member)]
                for key, members in self.adds.items()}
         return {"rem": self.removes, "add": add, "del": self.hash_deletes,
-                "set": self.hash_sets, "sets": self.set_replaces}
+                "set": self.hash_sets, "sets": self.set_changes}
 
 
 def apply_changes_payload(parts: Mapping[int, BoardChanges],
@@ -221,7 +221,8 @@ class RedisBoardWriter:
                 boards.add(keys.board(window, f"cat:{category}"), account_id, score.index)
             else:
                 boards.remove(keys.board(window, "all"), account_id)
-        standing = []
+        standing: list[str] = []
+        left: list[str] = []
         for campaign, sums in view.campaigns.items():
             on_board = False
             for window, metrics in sums.items():
@@ -231,10 +232,9 @@ class RedisBoardWriter:
                     on_board = True
                 else:
                     boards.remove(board, account_id)
-            if on_board:
-                standing.append(campaign)
-        if view.campaigns:  # an account never tagged has no set to replace
-            boards.set_replaces.append([keys.account_campaigns(account_id), *standing])
+            (standing if on_board else left).append(campaign)
+        if view.campaigns:  # an account never tagged has no set
+            boards.set_changes.append([keys.account_campaigns(account_id), standing, left])
         if view.listed:
             fields += ("category", category)
         if view.name is not None:

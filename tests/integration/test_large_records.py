@@ -59,6 +59,8 @@ def assert_counted_exactly(d, messages):
     r, p = d.redis, d.prefix
     views = r.hget(f"{p}acct:{BIG}", "all.views")
     assert int(views) == expected.sums(BIG, "all", 0)[0]
+    # written in chunks of 1,000 campaigns, the account's campaign set is whole
+    assert r.scard(f"{p}acct-campaigns:{BIG}") == len(CAMPAIGNS)
     for campaign in CAMPAIGNS[::997]:
         got = dict(r.zrange(f"{p}lb:all:campaign:{campaign}", 0, -1, withscores=True))
         assert got == expected.board("all", f"campaign:{campaign}", 0), campaign

@@ -3,9 +3,11 @@
 --   {"fence": {partition: [epoch, seq]}, "after": {partition: [epoch, seq]},
 --    "parts": {partition: {"rem": {board: [member...]}, "add": {board: [score, member, ...]},
 --                          "del": [[hash, field...]...], "set": [[hash, field, value, ...]...],
---                          "sets": [[set, member...]...]}},
+--                          "sets": [[set, [member...], [member...]]...]}},
 --    "campaigns": {campaign: [its board in every window...]}}
--- A "sets" entry replaces the whole set (an account's campaigns). Each campaign named is
+-- A "sets" entry adds its first members to the set and removes its second (an account's
+-- campaigns: each one it has is named, so the set ends as the account's, also when an
+-- account in many campaigns is written in several chunks). Each campaign named is
 -- then registered if one of its boards has a member, and unregistered if all are empty:
 -- the registry follows the boards, so replays converge (tests/integration/test_hygiene.py).
 -- Each partition's changes are applied only if its owner check passes; returns the
@@ -33,11 +35,9 @@ for partition, part in pairs(changes.parts) do
     for key, scored in pairs(part.add) do each_chunk('ZADD', key, scored) end
     for _, fields in ipairs(part.del) do redis.call('HDEL', unpack(fields)) end
     for _, fields in ipairs(part.set) do redis.call('HSET', unpack(fields)) end
-    for _, members in ipairs(part.sets or {}) do
-      redis.call('DEL', members[1])
-      for i = 2, #members, step do
-        redis.call('SADD', members[1], unpack(members, i, math.min(i + step - 1, #members)))
-      end
+    for _, change in ipairs(part.sets or {}) do
+      each_chunk('SADD', change[1], change[2])
+      each_chunk('SREM', change[1], change[3])
     end
   end
 end
