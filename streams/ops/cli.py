@@ -122,8 +122,9 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     from streams.api.app import create_api
 
     log.info("read API on http://%s:%d/", settings.api_host, settings.api_port)
+    # live-feed clients never end their streams: without a bound, SIGTERM waits for them
     uvicorn.run(create_api(settings), host=settings.api_host, port=settings.api_port,
-                log_level="warning", access_log=False)
+                log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     return 0
 
 

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -118,29 +119,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextmanager
-def api_process(d: Deployment, **extra_env: str) -> Iterator[str]:
-    """`rankflow api` of a deployment, as its own process, until the block ends: its URL."""
+def start_api(d: Deployment, log: Any, **extra_env: str) -> tuple[subprocess.Popen, str]:
+    """`rankflow api` of a deployment, as its own process, once it answers: it and its URL."""
     port = free_port()
-    log = (ARTIFACTS / f"{d.name}-api.log").open("wb")
     api = subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "api"],
                            env={**d.env, "RANKFLOW_API_PORT": str(port), **extra_env},
                            stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
-    try:
-        while True:
-            try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "rankflow api did not start"
-                time.sleep(0.2)
-        yield url
-    finally:
-        api.terminate()
-        api.wait(timeout=10)
-        log.close()
+    while True:
+        try:
+            httpx.get(f"{url}/healthz", timeout=1)
+            return api, url
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                api.kill()
+                raise AssertionError("rankflow api did not start") from None
+            time.sleep(0.2)
+
+
+@contextmanager
+def api_process(d: Deployment, **extra_env: str) -> Iterator[str]:
+    """`rankflow api` of a deployment until the block ends: its URL."""
+    with (ARTIFACTS / f"{d.name}-api.log").open("wb") as log:
+        api, url = start_api(d, log, **extra_env)
+        try:
+            yield url
+        finally:
+            api.terminate()
+            api.wait(timeout=10)
 
 
 @pytest.fixture
