@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streams.core.topics import Topics
@@ -185,15 +186,21 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     for line in DevStack(settings).up():
         print(line)
     cmd_topics(settings, args)
-    children = [
-        subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "worker"]),
-        subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "api"]),
-        subprocess.Popen([sys.executable, "-m", "streams.ops.cli", "simulate", "--rate",
-                          str(args.rate), "--duration", str(args.duration), "--quiet"]),
-    ]
+    # the services' own logs (faust's included) go to files: the terminal shows the demo
+    logs = Path(settings.cache_dir) / "demo"
+    logs.mkdir(parents=True, exist_ok=True)
+    commands = {"worker": ["worker"], "api": ["api"],
+                "simulate": ["simulate", "--rate", str(args.rate), "--duration",
+                             str(args.duration), "--quiet"]}
+    children = []
+    for name, command in commands.items():
+        with (logs / f"{name}.log").open("ab") as log:
+            children.append(subprocess.Popen([sys.executable, "-m", "streams.ops.cli", *command],
+                                             stdout=log, stderr=subprocess.STDOUT))
     keys = RedisKeys(settings.prefix)
     client = redis_client(settings, asyncio=False, decode_responses=True)
     print(f"\nThe live page: http://{settings.api_host}:{settings.api_port}/")
+    print(f"Logs of the worker, the API and the traffic: {logs}/{{worker,api,simulate}}.log")
     url = redacted_url(settings.redis)
     print(f"Live boards are Redis sorted sets: redis-cli -u {url} "
           f"ZREVRANGE {keys.board('24h', 'all')} 0 9 WITHSCORES")
