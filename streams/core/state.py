@@ -256,7 +256,9 @@ def assemble(record: AccountRecord, parts: Mapping[str, StatePart]) -> AccountSt
 
 class PartsAhead:
     """Part records read ahead of the account record that names them: a changelog is
-    read in order, and an account's parts are written before it."""
+    read in order, and an account's parts are written before it. Parts of the other
+    parity wait for that account's next record in parts (only accounts in thousands of
+    campaigns have any)."""
 
     def __init__(self) -> None:
         self.parts: dict[str, StatePart] = {}
