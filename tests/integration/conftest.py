@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -148,6 +149,19 @@ def api_process(d: Deployment, **extra_env: str) -> Iterator[str]:
         finally:
             api.terminate()
             api.wait(timeout=10)
+
+
+def sse_events(lines: Iterable[str]) -> Iterator[tuple[str | None, str | None, Any]]:
+    """The (event, id, data) of each server-sent event in a stream's lines."""
+    kind = event_id = None
+    for line in lines:
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("id: "):
+            event_id = line[4:]
+        elif line.startswith("data: "):
+            yield kind, event_id, json.loads(line[6:])
+            kind = event_id = None
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """The live feed and the live page, end to end: a real worker, `rankflow api`, Chromium."""
 
-import json
 import os
 import shutil
 import time
@@ -11,7 +10,7 @@ import orjson
 import pytest
 
 from streams.dev.simulate import Message
-from tests.integration.conftest import ARTIFACTS, api_process
+from tests.integration.conftest import ARTIFACTS, api_process, sse_events
 
 NOW = int(time.time() * 1000)
 
@@ -40,18 +39,11 @@ def live(deploy):
 
 def read_events(response, want, timeout):
     """SSE events (kind, id, data) from a streaming response until `want` or timeout."""
-    events, kind, event_id = [], None, None
+    events = []
     deadline = time.monotonic() + timeout
-    for line in response.iter_lines():
-        if line.startswith("event: "):
-            kind = line[7:]
-        elif line.startswith("id: "):
-            event_id = line[4:]
-        elif line.startswith("data: "):
-            events.append((kind, event_id, json.loads(line[6:])))
-            if len(events) >= want:
-                return events
-        if time.monotonic() > deadline:
+    for event in sse_events(response.iter_lines()):
+        events.append(event)
+        if len(events) >= want or time.monotonic() > deadline:
             break
     return events
 

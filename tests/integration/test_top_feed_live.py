@@ -12,7 +12,7 @@ import httpx
 import orjson
 
 from streams.dev.simulate import Message
-from tests.integration.conftest import ARTIFACTS, api_process
+from tests.integration.conftest import ARTIFACTS, api_process, sse_events
 
 NOW = int(time.time() * 1000)
 ACCOUNTS = [f"gov.{i}" for i in range(40)]
@@ -90,18 +90,11 @@ class FeedClient(threading.Thread):
                           headers=headers, timeout=httpx.Timeout(10, read=60)) as response:
             self.response = response
             assert response.status_code == 200, response.read()
-            kind, event_id = None, None
-            for line in response.iter_lines():
-                if line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("id: "):
-                    event_id = line[4:]
-                elif line.startswith("data: "):
-                    self._apply(kind, event_id, json.loads(line[6:]))
-                    kind, event_id = None, None
-                    if self.pause_after is not None and self.applied >= self.pause_after:
-                        self.pause_after = None
-                        return True
+            for kind, event_id, data in sse_events(response.iter_lines()):
+                self._apply(kind, event_id, data)
+                if self.pause_after is not None and self.applied >= self.pause_after:
+                    self.pause_after = None
+                    return True
         return False
 
     def _apply(self, kind: str | None, event_id: str | None, data: dict) -> None:
