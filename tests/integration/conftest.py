@@ -32,6 +32,15 @@ def stack() -> Settings:
     return settings
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(stack: Settings) -> Settings:
+    """The dev stack's Redis Cluster (dev up --redis-cluster: ports 7000-7005, beside the
+    single Redis), and settings that use it."""
+    dev = DevStack(stack, redis_cluster=True)
+    dev.up()
+    return stack.model_copy(update={"redis": dev.cluster_url, "redis_cluster": True})
+
+
 class Deployment:
     """One isolated rankflow deployment: own topics, consumer group and Redis prefix."""
 
