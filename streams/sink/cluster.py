@@ -136,7 +136,7 @@ class ClusterBoardWriter(LayoutWriter):
         fences = update.fences
         changes: list[Call] = []
         for slot, in_slot in by_slot(parts).items():
-            touched = sorted(set().union(*(c.keys() for c in in_slot.values())))
+            touched = sorted(set().union(*(c.touched() for c in in_slot.values())))
             stamped = {p: fences[p] for p in in_slot if p in fences}
             changes.append(("apply", [self.slot_keys.owners(slot), *touched],
                             [apply_changes_payload(in_slot, stamped)]))

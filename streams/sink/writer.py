@@ -80,7 +80,7 @@ class BoardChanges:
         """The keys of the boards touched."""
         return self.adds.keys() | self.removes.keys()
 
-    def keys(self) -> set[str]:
+    def touched(self) -> set[str]:
         """Every key touched: boards and account hashes."""
         return (self.boards() | {fields[0] for fields in self.hash_deletes}
                 | {fields[0] for fields in self.hash_sets})

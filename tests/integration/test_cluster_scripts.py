@@ -107,3 +107,23 @@ def test_a_shard_that_lost_writes_reports_the_partition_behind(redis_cluster):
             assert behind == [0]
 
     asyncio.run(main())
+
+
+def test_the_api_reads_a_page_and_its_accounts_across_slots(redis_cluster):
+    from streams.api.reader import BoardReader
+
+    async def main() -> None:
+        async with _writer(redis_cluster) as (client, keys, writer):
+            views = [_view(f"acct{i}", i % 4, (i // 2) + 1) for i in range(40)]  # pairs tie
+            await writer.write(_update(views, {}))
+            reader = BoardReader(client, keys, Windows())  # type: ignore[arg-type]
+            assert reader.cluster
+            page = await reader.leaderboard("all", "all", 1, 4)
+            assert page.total == 40
+            assert [(e.rank, e.score, e.views) for e in page.entries] == [
+                (1, 20.0, 20), (3, 19.0, 19), (3, 19.0, 19), (5, 18.0, 18)]
+            assert all(e.name == f"n{e.account_id}" and e.category == "police"
+                       for e in page.entries)
+            assert (await reader.leaderboard("all", "none", 0, 5)).entries == []
+
+    asyncio.run(main())
