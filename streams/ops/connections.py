@@ -162,8 +162,9 @@ def is_cluster(client: object) -> bool:
 
 def _cluster_client(settings: Settings, asyncio: bool,
                     options: dict[str, Any]) -> aioredis.Redis | redis.Redis:
+    # the cluster client keeps a pool per node and takes no pool class: `blocking`, and
+    # the blocking pool's wait (`timeout`), are moot (tests/integration/test_api.py)
     kwargs = {**redis_options(settings), **options}
-    # the cluster client keeps a pool per node and takes no pool class: `blocking` is moot
     client: Any = (aiocluster.RedisCluster if asyncio else redis.cluster.RedisCluster
                    ).from_url(settings.redis, **kwargs)
     # it offers every command rankflow sends (single-key commands, pipelines, EVALSHA);
@@ -187,7 +188,9 @@ def redis_client(settings: Settings, *, asyncio: bool = True, blocking: bool = F
     and win over the settings'.
     """
     if settings.redis_cluster:
-        return _cluster_client(settings, asyncio, options)
+        return _cluster_client(settings, asyncio,
+                               {k: v for k, v in options.items() if k != "timeout"}
+                               if blocking else options)
     if settings.redis_sentinels:
         return _sentinel_client(settings, asyncio, blocking, options)
     kwargs = {**redis_options(settings), **options}
