@@ -119,3 +119,8 @@ def test_a_primary_killed_mid_replay_its_replica_promoted_the_layout_ends_exact(
         "seconds_from_kill_to_all_counted": round(exact_s, 1),
         "events_acknowledged_past_the_replica": at_kill - missed,
     }, indent=2) + "\n")
+    # dev up starts the killed node again; it rejoins the cluster (as a replica)
+    assert any(line.startswith(f"redis-cluster {process.id}: started")
+               for line in dev_cluster.up())
+    listed = [p for p in dev_cluster.processes() if p["role"] == "redis-cluster"]
+    assert len(listed) == 6 and all(p["pid"] is not None for p in listed)
