@@ -63,6 +63,10 @@ def test_a_batch_over_many_slots_lands_key_by_key(redis_cluster):
             assert await client.zcard(keys.board("7d", "cat:police")) == 300
             assert await client.hget(keys.meta, "events") == str(sum(range(1, 301)))
             assert await writer.written([0, 1, 2, 3]) == {p: (3, 2) for p in range(4)}
+            # nodes without the scripts (a replica promoted since) get them again
+            await client.script_flush()
+            await writer.write(_update(views[:3], {p: (3, 3) for p in range(4)}))
+            assert await writer.written([0]) == {0: (3, 3)}
 
     asyncio.run(main())
 
