@@ -184,7 +184,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from streams.dev.devstack import DevStack
     from streams.sink.keys import RedisKeys
 
-    for line in DevStack(settings).up():
+    for line in DevStack(settings, redis_cluster=settings.redis_cluster).up():
         print(line)
     cmd_topics(settings, args)
     children = [
