@@ -120,3 +120,13 @@ def test_a_running_process_of_an_older_rankflows_pid_file_is_recorded_too(tmp_pa
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_redis_cluster_takes_ports_7000_to_7005_and_a_folder_each(tmp_path):
+    dev = DevStack(Settings(cache_dir=str(tmp_path)), redis_cluster=True)
+    assert [e.port for e in dev.cluster_nodes] == list(range(7000, 7006))
+    assert len({dev._cluster_home(e) for e in dev.cluster_nodes}) == 6
+    assert dev.cluster_url == "redis://127.0.0.1:7000/0"
+    assert StackProcess("redis-cluster", 4, 7004, 1).name == "redis-cluster 4"
+    with pytest.raises(DevStackError, match="exclude"):
+        DevStack(Settings(cache_dir=str(tmp_path)), sentinel=True, redis_cluster=True)

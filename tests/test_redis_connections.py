@@ -9,12 +9,14 @@ import socket
 import pytest
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
 import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
 
 from streams.ops.connections import (
     BlockingSentinelPool,
     SyncBlockingSentinelPool,
+    is_cluster,
     redis_client,
     redis_options,
 )
@@ -27,7 +29,8 @@ SENTINELS = "10.0.0.1:26379,10.0.0.2:26380"
 def clean_env(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no .env
     for name in ("REDIS", "REDIS_PASSWORD", "REDIS_CONNECT_TIMEOUT", "REDIS_SOCKET_TIMEOUT",
-                 "REDIS_KEEPALIVE", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER"):
+                 "REDIS_KEEPALIVE", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER",
+                 "REDIS_CLUSTER"):
         monkeypatch.delenv(f"RANKFLOW_{name}", raising=False)
     return monkeypatch
 
@@ -125,3 +128,18 @@ def test_bad_connection_settings_stop_start_up(clean_env, env, named):
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert named in str(info.value)
+
+
+def test_cluster_clients_start_from_any_node_with_the_settings(clean_env):
+    """RANKFLOW_REDIS_CLUSTER: redis-py's cluster clients, the timeouts on every node's
+    connections (tests/integration/test_redis_cluster.py runs them on a real cluster)."""
+    settings = Settings(redis_cluster=True, redis="redis://10.0.0.7:7001/0",
+                        redis_socket_timeout=7)
+    # (the synchronous cluster client connects at once: the integration test makes one)
+    clients = [redis_client(settings), redis_client(settings, blocking=True)]
+    assert [type(c) for c in clients] == [aiocluster.RedisCluster, aiocluster.RedisCluster]
+    assert all(is_cluster(c) for c in clients)
+    assert not is_cluster(redis_client(Settings()))
+    first = clients[0]
+    assert [(n.host, n.port) for n in first.startup_nodes] == [("10.0.0.7", 7001)]
+    assert first.connection_kwargs["socket_timeout"] == 7.0

@@ -80,3 +80,27 @@ def test_bad_kafka_durability_settings_stop_start_up(monkeypatch, env, named):
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert named in str(info.value)
+
+
+@pytest.mark.parametrize("env,named", [
+    ({"RANKFLOW_REDIS_SENTINELS": "10.0.0.1:26379", "RANKFLOW_REDIS_SENTINEL_MASTER": "m"},
+     "RANKFLOW_REDIS_SENTINELS"),
+    ({"RANKFLOW_REDIS": "unix:///tmp/redis.sock"}, "RANKFLOW_REDIS"),
+    ({"RANKFLOW_REDIS": "redis://127.0.0.1:7000/3"}, "database 0"),
+    ({"RANKFLOW_PREFIX": "{rf}:"}, "RANKFLOW_PREFIX"),
+])
+def test_bad_cluster_settings_stop_start_up(monkeypatch, tmp_path, env, named):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RANKFLOW_REDIS_CLUSTER", "true")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert named in str(info.value) and "RANKFLOW_REDIS_CLUSTER" in str(info.value)
+
+
+def test_a_cluster_node_url_is_accepted(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RANKFLOW_REDIS_CLUSTER", "true")
+    monkeypatch.setenv("RANKFLOW_REDIS", "redis://127.0.0.1:7000/0")
+    assert load_settings().redis_cluster is True

@@ -1,12 +1,15 @@
 """Reads boards, accounts and campaigns from the Redis layout of contract §4 (Redis layout).
 
 Read-only: the API scales apart from the workers and never writes. Ranks are
-competition ranks: 1 + the number of members with a strictly greater score.
+competition ranks: 1 + the number of members with a strictly greater score. On a Redis
+Cluster a page's account hashes lie in other slots than its board, so the page is read in
+two pipelined round trips instead of one script (tests/integration/test_redis_cluster.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -21,6 +24,7 @@ from streams.api.models import (
     WindowMetrics,
 )
 from streams.core.windows import Windows
+from streams.ops.connections import is_cluster
 from streams.sink.keys import RedisKeys
 
 # KEYS[1]: the board. ARGV: account key prefix, window, offset, limit.
@@ -71,12 +75,38 @@ class BoardReader:
         self.keys = keys
         self.windows = windows
         self._page = client.register_script(PAGE)
+        self.cluster = is_cluster(client)
+
+    async def _page_by_slot(self, window: str, board: str, offset: int, limit: int
+                            ) -> list[Any]:
+        """PAGE's answer from single-key commands: the board, then its members' hashes."""
+        key = self.keys.board(window, board)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcard(key)
+        pipe.zrevrange(key, offset, offset + limit - 1, withscores=True)
+        total, members = await pipe.execute()
+        out: list[Any] = [total, 0]
+        if not members:
+            return out
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcount(key, f"({members[0][1]!r}", "+inf")
+        for member, _ in members:
+            pipe.hmget(self.keys.account(member), "name", "category", "fans",
+                       f"{window}.views", f"{window}.likes", f"{window}.uploads")
+        above, *rows = await pipe.execute()
+        out[1] = int(above) + 1
+        for (member, score), row in zip(members, rows, strict=True):
+            out += [member, score, *row]
+        return out
 
     async def leaderboard(self, window: str, board: str, offset: int, limit: int
                           ) -> Leaderboard:
         """A page of a board, with each entry's account figures, in one round trip."""
-        found = await self._page(keys=[self.keys.board(window, board)],
-                                 args=[self.keys.account(""), window, offset, limit])
+        if self.cluster:
+            found = await self._page_by_slot(window, board, offset, limit)
+        else:
+            found = await self._page(keys=[self.keys.board(window, board)],
+                                     args=[self.keys.account(""), window, offset, limit])
         total, first_rank, flat = int(found[0]), int(found[1]), found[2:]
         rows = [flat[i:i + PAGE_WIDTH] for i in range(0, len(flat), PAGE_WIDTH)]
         ranks = competition_ranks([float(row[1]) for row in rows], first_rank, offset)

@@ -6,6 +6,10 @@ runs as `java kafka.Kafka` in combined broker+controller mode. One broker by def
 `--brokers N` runs N of them as one KRaft quorum, on the first bootstrap port and every
 100th after it (9092, 9192, 9292), each in `<cache>/kafka-<version>/cluster-N/node-<id>/`.
 Redis is Debian's `redis-server` (installed with apt-get when missing and we are root).
+`--redis-cluster` runs, in place of the one Redis, a Redis Cluster of three primaries and
+three replicas on ports 7000-7005 (`redis-cli --cluster create`, a node timeout of 2 s so a
+failover takes seconds), each in `<cache>/redis/cluster/node-<port>/`; a single Redis that
+already runs is left alone.
 
 Every process started is recorded in `<cache>/processes.json` (role, id, port, pid):
 `dev status --json` prints it, `dev up` starts again what is not running, `dev down`
@@ -93,6 +97,12 @@ SENTINEL_MASTER = "rankflow"
 SENTINELS = 3
 SENTINEL_QUORUM = 2
 SENTINEL_PORT_OFFSET = 20_000
+#: `dev up --redis-cluster`: the first node's port, primaries and replicas per primary,
+#: and the node timeout (ms) after which a replica takes over a primary that is down
+CLUSTER_PORT = 7000
+CLUSTER_PRIMARIES = 3
+CLUSTER_REPLICAS = 1
+CLUSTER_NODE_TIMEOUT_MS = 2000
 #: ports between one broker's and the next's (its controller listens on its port + 1)
 BROKER_PORT_STEP = 100
 LOG4J1_PROPERTIES = """log4j.rootLogger=INFO, file
@@ -190,7 +200,8 @@ class StackProcess:
 
     @property
     def name(self) -> str:
-        return f"{self.role} {self.id}" if self.role in ("kafka", "sentinel") else self.role
+        return (f"{self.role} {self.id}" if self.role in ("kafka", "sentinel", "redis-cluster")
+                else self.role)
 
     def alive(self) -> bool:
         return _alive(self.pid)
@@ -251,10 +262,14 @@ class Broker:
 class DevStack:
     """The local Kafka + Redis for development, tests and the demo."""
 
-    def __init__(self, settings: Settings, brokers: int = 1, sentinel: bool = False) -> None:
+    def __init__(self, settings: Settings, brokers: int = 1, sentinel: bool = False,
+                 redis_cluster: bool = False) -> None:
         if not 1 <= brokers <= 9:
             raise DevStackError(f"--brokers {brokers}: give 1 to 9")
+        if sentinel and redis_cluster:
+            raise DevStackError("--sentinel and --redis-cluster exclude each other")
         self.sentinel = sentinel
+        self.redis_cluster = redis_cluster
         self.settings = settings
         self.root = Path(settings.cache_dir)
         self.record = self.root / "processes.json"
@@ -277,6 +292,8 @@ class DevStack:
         self.redis_replica = Endpoint(self.redis.host, self.redis.port + 1)
         self.sentinels = [Endpoint(self.redis.host, self.redis.port + SENTINEL_PORT_OFFSET + n)
                           for n in range(SENTINELS)]
+        self.cluster_nodes = [Endpoint(self.redis.host, CLUSTER_PORT + n) for n in
+                              range(CLUSTER_PRIMARIES * (1 + CLUSTER_REPLICAS))]
         if sentinel and self.sentinels[-1].port > 65535:
             raise DevStackError(f"--sentinel: the sentinels' ports (Redis's + "
                                 f"{SENTINEL_PORT_OFFSET}) pass 65535; give RANKFLOW_REDIS a "
@@ -482,8 +499,59 @@ class DevStack:
                 "--save", "", "--appendonly", "no", "--daemonize", "no",
                 "--protected-mode", "no"]
 
+    def _cluster_home(self, endpoint: Endpoint) -> Path:
+        return self.redis_dir / "cluster" / f"node-{endpoint.port}"
+
+    def start_redis_cluster(self) -> str:
+        """The cluster's nodes that are not running (one line each); `wait_redis` joins
+        them into one cluster the first time."""
+        lines = []
+        for n, endpoint in enumerate(self.cluster_nodes):
+            home = self._cluster_home(endpoint)
+            lines.append(self._start_redis_process(
+                "redis-cluster", n, endpoint,
+                [*self._server_args(endpoint, home), "--cluster-enabled", "yes",
+                 "--cluster-config-file", str(home / "nodes.conf"),
+                 "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS)],
+                home / "redis.log"))
+        return "\n".join(lines)
+
+    def _cluster_info(self, endpoint: Endpoint) -> dict[str, str]:
+        done = subprocess.run(["redis-cli", "-h", endpoint.host, "-p", str(endpoint.port),
+                               "cluster", "info"], capture_output=True, text=True, check=False)
+        pairs = (line.strip().partition(":") for line in done.stdout.splitlines())
+        return {k: v for k, _, v in pairs if k}
+
+    def _cluster_ok(self) -> bool:
+        """Every node sees the whole cluster, every slot served."""
+        want = str(len(self.cluster_nodes))
+        for endpoint in self.cluster_nodes:
+            info = self._cluster_info(endpoint)
+            if info.get("cluster_state") != "ok" or info.get("cluster_known_nodes") != want:
+                return False
+        return True
+
+    def _create_cluster(self) -> None:
+        """`redis-cli --cluster create` once: nodes that know no other node yet."""
+        if any(self._cluster_info(e).get("cluster_known_nodes", "1") != "1"
+               for e in self.cluster_nodes):
+            return  # formed before (nodes.conf): the nodes find each other again
+        if shutil.which("redis-cli") is None:
+            raise DevStackError("redis-cli is missing: apt-get install redis-tools")
+        done = subprocess.run(
+            ["redis-cli", "--cluster", "create",
+             *(f"{e.host}:{e.port}" for e in self.cluster_nodes),
+             "--cluster-replicas", str(CLUSTER_REPLICAS), "--cluster-yes"],
+            capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise DevStackError(f"redis-cli --cluster create failed:\n{done.stdout[-2000:]}"
+                                f"{done.stderr[-2000:]}")
+
     def start_redis(self) -> str:
-        """Redis; with --sentinel also its replica and three sentinels (one line each)."""
+        """Redis; with --sentinel also its replica and three sentinels; with
+        --redis-cluster the cluster's nodes instead (one line each)."""
+        if self.redis_cluster:
+            return self.start_redis_cluster()
         lines = [self._start_redis_process(
             "redis", 0, self.redis, self._server_args(self.redis, self.redis_dir),
             self.redis_dir / "redis.log")]
@@ -572,6 +640,9 @@ class DevStack:
                            broker.logfile, max(1.0, deadline - time.monotonic()))
 
     def wait_redis(self, timeout: float) -> None:
+        if self.redis_cluster:
+            self.wait_redis_cluster(timeout)
+            return
         self._wait_for("redis", self.redis.answers, partial(self._exited, "redis", 0),
                        self.redis_dir / "redis.log", timeout)
         if not self.sentinel:
@@ -583,6 +654,23 @@ class DevStack:
             self._wait_for(f"sentinel {n}", endpoint.answers,
                            partial(self._exited, "sentinel", n),
                            self.redis_dir / f"sentinel-{n}" / "sentinel.log", timeout)
+
+    def wait_redis_cluster(self, timeout: float) -> None:
+        """Until every node answers, then (formed once) until the cluster is ok."""
+        for n, endpoint in enumerate(self.cluster_nodes):
+            self._wait_for(f"redis-cluster {n}", endpoint.answers,
+                           partial(self._exited, "redis-cluster", n),
+                           self._cluster_home(endpoint) / "redis.log", timeout)
+        self._create_cluster()
+        first = self.cluster_nodes[0]
+        self._wait_for("redis cluster", self._cluster_ok,
+                       partial(self._exited, "redis-cluster", 0),
+                       self._cluster_home(first) / "redis.log", timeout)
+
+    @property
+    def cluster_url(self) -> str:
+        first = self.cluster_nodes[0]
+        return f"redis://{first.host}:{first.port}/0"
 
     def _exited(self, role: str, ident: int) -> bool:
         return self._running(role, ident) is None

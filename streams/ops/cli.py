@@ -56,7 +56,8 @@ def redact_logs(secrets: tuple[str, ...]) -> None:
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from streams.dev.devstack import DevStack
 
-    stack = DevStack(settings, brokers=args.brokers, sentinel=args.sentinel)
+    stack = DevStack(settings, brokers=args.brokers, sentinel=args.sentinel,
+                     redis_cluster=args.redis_cluster)
     if args.action == "status" and args.json:
         print(json.dumps({"processes": stack.processes()}))
         return 0
@@ -70,6 +71,8 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         print("sentinels: RANKFLOW_REDIS_SENTINELS=" + ",".join(
             f"{e.host}:{e.port}" for e in stack.sentinels)
               + " RANKFLOW_REDIS_SENTINEL_MASTER=rankflow")
+    if args.action == "up" and args.redis_cluster:
+        print(f"redis cluster: RANKFLOW_REDIS_CLUSTER=true RANKFLOW_REDIS={stack.cluster_url}")
     return 0
 
 
@@ -183,7 +186,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from streams.dev.devstack import DevStack
     from streams.sink.keys import RedisKeys
 
-    for line in DevStack(settings).up():
+    for line in DevStack(settings, redis_cluster=settings.redis_cluster).up():
         print(line)
     cmd_topics(settings, args)
     # the services' own logs (faust's included) go to files: the terminal shows the demo
@@ -244,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--sentinel", action="store_true",
                      help="up: also a Redis replica (port + 1) and three sentinels (port + "
                           "20000...; master name rankflow, quorum 2)")
+    dev.add_argument("--redis-cluster", action="store_true",
+                     help="up: a Redis Cluster in place of the one Redis: three primaries "
+                          "and three replicas on ports 7000-7005")
     dev.add_argument("--json", action="store_true",
                      help="status: the processes as JSON (role, id, port, pid)")
     dev.set_defaults(func=cmd_dev)

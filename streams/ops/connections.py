@@ -7,7 +7,8 @@ Every client rankflow makes goes through here, so a secured deployment needs onl
   in the URL), for `rediss://` URLs the CA, certificate and key files, and the connect and
   socket timeouts and TCP keepalive (`RANKFLOW_REDIS_CONNECT_TIMEOUT`, `_SOCKET_TIMEOUT`,
   `_KEEPALIVE`); with `RANKFLOW_REDIS_SENTINELS`, the primary the sentinels name
-  (`master_for`), which follows a failover (tests/test_redis_connections.py).
+  (`master_for`), which follows a failover; with `RANKFLOW_REDIS_CLUSTER`, redis-py's
+  cluster client from any node's URL (tests/test_redis_connections.py).
 * `kafka_client_options(settings)`: the keyword arguments of every aiokafka client
   (`security_protocol`, `ssl_context`, `sasl_*`).
 * `faust_credentials(settings)`: the same for the faust app (`broker_credentials`).
@@ -17,11 +18,13 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
 import redis.asyncio.sentinel as aiosentinel
+import redis.cluster
 import redis.sentinel
 from redis.connection import parse_url
 
@@ -152,6 +155,23 @@ def _sentinel_client(settings: Settings, asyncio: bool, blocking: bool,
     return sync.master_for(master, redis.Redis, sync_pool, **kwargs)
 
 
+def is_cluster(client: object) -> bool:
+    """Is this a Redis Cluster client (its writes and multi-key reads go by slot)?"""
+    return isinstance(client, (aiocluster.RedisCluster, redis.cluster.RedisCluster))
+
+
+def _cluster_client(settings: Settings, asyncio: bool,
+                    options: dict[str, Any]) -> aioredis.Redis | redis.Redis:
+    # the cluster client keeps a pool per node and takes no pool class: `blocking`, and
+    # the blocking pool's wait (`timeout`), are moot (tests/integration/test_api.py)
+    kwargs = {**redis_options(settings), **options}
+    client: Any = (aiocluster.RedisCluster if asyncio else redis.cluster.RedisCluster
+                   ).from_url(settings.redis, **kwargs)
+    # it offers every command rankflow sends (single-key commands, pipelines, EVALSHA);
+    # what differs (scripts over keys of one slot) asks is_cluster (streams/sink/cluster.py)
+    return cast(aioredis.Redis | redis.Redis, client)
+
+
 @overload
 def redis_client(settings: Settings, *, asyncio: Literal[True] = True, blocking: bool = False,
                  **options: Any) -> aioredis.Redis: ...
@@ -167,6 +187,10 @@ def redis_client(settings: Settings, *, asyncio: bool = True, blocking: bool = F
     `max_connections` are busy. Other options go to redis-py (`decode_responses`, ...)
     and win over the settings'.
     """
+    if settings.redis_cluster:
+        return _cluster_client(settings, asyncio,
+                               {k: v for k, v in options.items() if k != "timeout"}
+                               if blocking else options)
     if settings.redis_sentinels:
         return _sentinel_client(settings, asyncio, blocking, options)
     kwargs = {**redis_options(settings), **options}

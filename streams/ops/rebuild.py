@@ -25,9 +25,9 @@ from streams.core.windows import Windows
 from streams.kafka.changelogs import read_latest
 from streams.ops.connections import redis_client
 from streams.ops.settings import Settings
+from streams.sink.cluster import board_writer
 from streams.sink.keys import RedisKeys
 from streams.sink.rewrite import LayoutRewriter
-from streams.sink.writer import RedisBoardWriter
 
 log = logging.getLogger(__name__)
 #: accounts per Redis write
@@ -67,7 +67,7 @@ async def rebuild(settings: Settings, clear: bool = False,
     if clear:
         async for key in client.scan_iter(f"{settings.prefix}*", count=10_000):
             await client.delete(key)
-    writer = RedisBoardWriter(client, RedisKeys(settings.prefix), windows)
+    writer = board_writer(client, RedisKeys(settings.prefix), windows)
     with tqdm(total=len(accounts), unit="account", disable=not progress,
               desc="redis") as bar:
 

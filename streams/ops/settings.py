@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     redis_sentinels: str = ""
     #: the primary's service name the sentinels monitor (needed with RANKFLOW_REDIS_SENTINELS)
     redis_sentinel_master: str = ""
+    #: Redis Cluster: RANKFLOW_REDIS names any node; the client finds the others and follows
+    #: failovers and slot moves (streams/sink/cluster.py writes by slot)
+    redis_cluster: bool = False
 
     # The worker's health endpoint (GET /ready, GET /live) and when it turns unhealthy.
     #: 0 = no health endpoint
@@ -274,6 +277,26 @@ class Settings(BaseSettings):
             raise ValueError("RANKFLOW_REDIS_SENTINELS needs a redis:// or rediss:// "
                              "RANKFLOW_REDIS (its database, password and TLS; the sentinels "
                              f"give the address), got {redacted_url(self.redis)!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _redis_cluster_mode(self) -> Settings:
+        if not self.redis_cluster:
+            return self
+        if self.redis_sentinels:
+            raise ValueError("RANKFLOW_REDIS_CLUSTER and RANKFLOW_REDIS_SENTINELS exclude "
+                             "each other: a cluster fails over by itself")
+        url = redacted_url(self.redis)
+        if self.redis.startswith("unix://"):
+            raise ValueError("RANKFLOW_REDIS_CLUSTER needs a redis:// or rediss:// "
+                             f"RANKFLOW_REDIS (a node's address), got {url!r}")
+        if urlsplit(self.redis).path.strip("/") not in ("", "0"):
+            raise ValueError("RANKFLOW_REDIS_CLUSTER: a cluster has database 0 only, "
+                             f"RANKFLOW_REDIS names another: {url!r}")
+        if "{" in self.prefix or "}" in self.prefix:
+            # the keys rankflow adds take a hash tag after the prefix (streams/sink/keys.py)
+            raise ValueError("RANKFLOW_PREFIX must not contain '{' or '}' with "
+                             f"RANKFLOW_REDIS_CLUSTER (got {self.prefix!r})")
         return self
 
     @model_validator(mode="after")

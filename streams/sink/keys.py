@@ -1,9 +1,13 @@
 """The Redis key names of contract §4 (Redis layout) under a prefix, shared by the
-writers and the read API, and the keys rankflow adds for itself."""
+writers and the read API, and the keys rankflow adds for itself; on a Redis Cluster
+(`SlotKeys`) those take a hash tag, so that a script touches the keys of one slot only."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +76,43 @@ class RedisKeys:
         """Set of every campaign with a member on one of its boards (lua/apply_changes.lua
         removes one whose boards are all empty)."""
         return f"{self.prefix}campaigns"
+
+
+@cache
+def slot_tags() -> tuple[str, ...]:
+    """For each hash slot, a short string that hashes to it: `{tag}` in a key puts the
+    key in that slot (tests/test_cluster_writer.py)."""
+    tags: list[str | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
+    missing, n = REDIS_CLUSTER_HASH_SLOTS, 0
+    while missing:
+        tag = format(n, "x")
+        slot = key_slot(tag.encode())
+        if tags[slot] is None:
+            tags[slot] = tag
+            missing -= 1
+        n += 1
+    return tuple(t for t in tags if t is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotKeys:
+    """The keys rankflow adds for itself on a Redis Cluster, one of each per hash slot it
+    writes to, each with the slot's tag (the prefix has no braces: settings.py)."""
+
+    prefix: str = "rf:"
+
+    def owners(self, slot: int) -> str:
+        """Hash of `{partition}.epoch` and `.seq` of the writes into this slot: the owner
+        check of every script there (lua/fence.lua)."""
+        return f"{self.prefix}owners:{{{slot_tags()[slot]}}}"
+
+    def stamps(self, slot: int) -> str:
+        """Hash of `{partition}.epoch` and `.seq` of the last write acknowledged on the
+        shard whose first slot this is: found older, the shard lost writes."""
+        return f"{self.prefix}stamps:{{{slot_tags()[slot]}}}"
+
+    def parts(self, total_key: str) -> str:
+        """The per-partition shares of a total hash (`rf:meta`, `rf:campaign:{c}`), in the
+        total's slot so that lua/sum_parts.lua reads and sums them there."""
+        slot = key_slot(total_key.encode())
+        return f"{self.prefix}parts:{{{slot_tags()[slot]}}}:{total_key.removeprefix(self.prefix)}"

@@ -12,6 +12,10 @@ the script on its own core. Values are sent as the strings redis-py would have s
 
 Every script begins with the owner check (`lua/fence.lua`): the changes of a partition
 whose owner is newer than the write's are refused inside Redis, and logged.
+
+`LayoutWriter` holds what every backend shares (the generation marker, a batch's changes
+from its accounts); `RedisBoardWriter` is the one-Redis backend, and
+streams/sink/cluster.py's `ClusterBoardWriter` the Redis Cluster one.
 """
 
 from __future__ import annotations
@@ -78,6 +82,12 @@ class BoardChanges:
         """The keys of the boards touched."""
         return self.adds.keys() | self.removes.keys()
 
+    def touched(self) -> set[str]:
+        """Every key touched: boards and account hashes."""
+        return (self.boards() | {fields[0] for fields in self.hash_deletes}
+                | {fields[0] for fields in self.hash_sets}
+                | {str(change[0]) for change in self.set_changes})
+
     def payload(self) -> dict[str, object]:
         """One partition's part of the argument of lua/apply_changes.lua."""
         add = {key: [item for member, score in members.items()
@@ -100,15 +110,14 @@ def apply_changes_payload(parts: Mapping[int, BoardChanges],
                          "campaigns": campaigns or {}})
 
 
-class RedisBoardWriter:
-    """Rewrites the boards and hashes of changed accounts, campaigns and partitions."""
+class LayoutWriter:
+    """What every backend shares: the data generation marker, and a batch's changes to
+    boards and account hashes, per partition."""
 
     def __init__(self, client: aioredis.Redis, keys: RedisKeys, windows: Windows) -> None:
         self.client = client
         self.keys = keys
         self.windows = windows
-        self._sum_parts = client.register_script(script("sum_parts"))
-        self._apply_changes = client.register_script(fenced_script("apply_changes"))
 
     async def generation(self) -> str | None:
         """The current data generation marker, or None when Redis has none (lost data)."""
@@ -123,74 +132,60 @@ class RedisBoardWriter:
             return ""
         return token
 
-    async def write(self, update: BoardUpdate,
-                    after: Mapping[int, tuple[int, int]] | None = None) -> list[int]:
-        """One update: accounts, then campaign totals, then `meta` (last: it says "done").
-        `after` is the stamp per partition this writer last had acknowledged; returns the
-        partitions whose stamp in Redis was older (Redis lost writes since)."""
-        views = update.views
+    async def changes(self, views: list[AccountView], profiles: set[str]
+                      ) -> dict[int, BoardChanges]:
+        """Each partition's board and account-hash changes for these accounts (those whose
+        profile changed leave the category board Redis lists them on)."""
         listed_as = await self._listed_categories(
-            [v for v in views if v.account_id in update.profiles])
-        pipe = self.client.pipeline(transaction=False)
+            [v for v in views if v.account_id in profiles])
         parts: dict[int, BoardChanges] = {}
         for view in views:
             boards = parts.get(view.partition)
             if boards is None:
                 boards = parts[view.partition] = BoardChanges()
             self._account(boards, view, listed_as.get(view.account_id))
-        fences = update.fences
-        campaigns = {c: [self.keys.board(w, f"campaign:{c}") for w in self.windows.ids]
-                     for c in sorted({c for v in views for c in v.campaigns})}
-        if parts or fences:
-            await self._apply_changes(
-                keys=[self.keys.owners, self.keys.campaigns],
-                args=[apply_changes_payload(parts, fences, after, campaigns)], client=pipe)
+        return parts
+
+    def notice(self, update: BoardUpdate, parts: Mapping[int, BoardChanges]) -> bytes | None:
+        """The change stream's notice of this write (None when no board changed)."""
+        prefix = len(self.keys.boards_prefix)
+        changed = sorted(key[prefix:] for c in parts.values() for key in c.boards())
+        if not changed:
+            return None
+        return orjson.dumps({"clock": update.clock_ms, "accounts": len(update.views),
+                             "boards": changed})
+
+    def index_sets(self, pipe: aioredis.client.Pipeline, update: BoardUpdate,
+                   notice: bytes | None, register_campaigns: bool) -> None:
+        """The category set (and, when asked, the campaign set), and the change notice,
+        onto `pipe`."""
+        views = update.views
         categories = {v.category for v in views if v.listed}
         if categories:
             pipe.sadd(self.keys.categories, *categories)
-        prefix = len(self.keys.boards_prefix)
-        changed = sorted(key[prefix:] for c in parts.values() for key in c.boards())
-        if changed:
-            notice = orjson.dumps({"clock": update.clock_ms, "accounts": len(views),
-                                   "boards": changed})
+        campaigns = {c for v in views for c in v.campaigns}
+        if campaigns and register_campaigns:
+            pipe.sadd(self.keys.campaigns, *campaigns)
+        if notice is not None:
             pipe.xadd(self.keys.changes, {"notice": notice}, maxlen=CHANGES_KEPT,
                       approximate=True)
-        for (partition, campaign), totals in update.campaigns.items():
-            await self._campaign_totals(pipe, partition, campaign, totals, fences)
-        for partition, (events, dlq) in update.partitions.items():
-            await self._sum_parts(keys=[self.keys.meta_parts, self.keys.meta,
-                                        self.keys.owners], args=[
-                partition, _epoch(fences, partition), "events", events, "dlq", dlq,
-                "max:clock", update.clock_ms, "max:updated_at", update.now_ms,
-            ], client=pipe)
-        results = await pipe.execute()
-        if not (parts or fences):
-            return []
-        refused, behind = results[0]
-        if refused:
-            log.warning("partitions %s have a newer owner: this worker's writes for them "
-                        "were refused", sorted(refused))
-        return [int(p) for p in behind]
 
-    async def claim(self, fences: Mapping[int, tuple[int, int]]) -> None:
-        """Take partitions over whatever epoch Redis holds for them: the consumer group
-        assigned them to this worker now (a group created anew starts its generations
-        again)."""
-        if fences:
-            await self.client.hset(self.keys.owners, mapping={
-                f"{p}.{name}": value for p, (epoch, seq) in fences.items()
-                for name, value in (("epoch", epoch), ("seq", seq))})
+    def campaign_args(self, partition: int, totals: Mapping[str, list[int]],
+                      fences: Mapping[int, tuple[int, int]]) -> list[str | int]:
+        """lua/sum_parts.lua's arguments for one partition's campaign totals."""
+        args: list[str | int] = [partition, _epoch(fences, partition)]
+        for window in self.windows.ids:
+            sums = totals.get(window, (0, 0, 0, 0))
+            for name, value in zip(CAMPAIGN_FIELDS, sums, strict=True):
+                args += [f"{window}.{name}", value]
+        return args
 
-    async def written(self, partitions: list[int]) -> dict[int, tuple[int, int]]:
-        """The owner stamp Redis holds for each partition (absent: none)."""
-        fields = [f"{p}.{name}" for p in partitions for name in ("epoch", "seq")]
-        values = await self.client.hmget(self.keys.owners, fields)
-        stamps = {}
-        for i, p in enumerate(partitions):
-            epoch, seq = values[2 * i], values[2 * i + 1]
-            if epoch is not None and seq is not None:
-                stamps[p] = (int(epoch), int(seq))
-        return stamps
+    @staticmethod
+    def meta_args(update: BoardUpdate, partition: int, events: int, dlq: int
+                  ) -> list[str | int]:
+        """lua/sum_parts.lua's arguments for one partition's counters in `meta`."""
+        return [partition, _epoch(update.fences, partition), "events", events, "dlq", dlq,
+                "max:clock", update.clock_ms, "max:updated_at", update.now_ms]
 
     async def _listed_categories(self, views: list[AccountView]) -> dict[str, str | None]:
         """The category each account is listed under in Redis now (before a move)."""
@@ -244,17 +239,71 @@ class RedisBoardWriter:
                 [account_key, "name", *(() if view.listed else ("category",))])
         boards.hash_sets.append(fields)
 
-    async def _campaign_totals(self, pipe: aioredis.client.Pipeline, partition: int,
-                               campaign: str, totals: Mapping[str, list[int]],
-                               fences: Mapping[int, tuple[int, int]]) -> None:
-        args: list[str | int] = [partition, _epoch(fences, partition)]
-        for window in self.windows.ids:
-            sums = totals.get(window, (0, 0, 0, 0))
-            for name, value in zip(CAMPAIGN_FIELDS, sums, strict=True):
-                args += [f"{window}.{name}", value]
-        keys = [self.keys.campaign_parts(campaign), self.keys.campaign(campaign),
-                self.keys.owners]
-        await self._sum_parts(keys=keys, args=args, client=pipe)
+
+class RedisBoardWriter(LayoutWriter):
+    """Rewrites the boards and hashes of changed accounts, campaigns and partitions, on
+    one Redis (or a Sentinel's primary): a batch's changes in one script."""
+
+    def __init__(self, client: aioredis.Redis, keys: RedisKeys, windows: Windows) -> None:
+        super().__init__(client, keys, windows)
+        self._sum_parts = client.register_script(script("sum_parts"))
+        self._apply_changes = client.register_script(fenced_script("apply_changes"))
+
+    async def write(self, update: BoardUpdate,
+                    after: Mapping[int, tuple[int, int]] | None = None) -> list[int]:
+        """One update: accounts, then campaign totals, then `meta` (last: it says "done").
+        `after` is the stamp per partition this writer last had acknowledged; returns the
+        partitions whose stamp in Redis was older (Redis lost writes since)."""
+        parts = await self.changes(update.views, update.profiles)
+        pipe = self.client.pipeline(transaction=False)
+        fences = update.fences
+        # the script registers each campaign touched, or unregisters it once its boards
+        # are all empty (tests/integration/test_hygiene.py)
+        campaigns = {c: [self.keys.board(w, f"campaign:{c}") for w in self.windows.ids]
+                     for c in sorted({c for v in update.views for c in v.campaigns})}
+        if parts or fences:
+            await self._apply_changes(
+                keys=[self.keys.owners, self.keys.campaigns],
+                args=[apply_changes_payload(parts, fences, after, campaigns)], client=pipe)
+        self.index_sets(pipe, update, self.notice(update, parts), register_campaigns=False)
+        for (partition, campaign), totals in update.campaigns.items():
+            keys = [self.keys.campaign_parts(campaign), self.keys.campaign(campaign),
+                    self.keys.owners]
+            await self._sum_parts(keys=keys, args=self.campaign_args(partition, totals, fences),
+                                  client=pipe)
+        for partition, (events, dlq) in update.partitions.items():
+            await self._sum_parts(keys=[self.keys.meta_parts, self.keys.meta,
+                                        self.keys.owners],
+                                  args=self.meta_args(update, partition, events, dlq),
+                                  client=pipe)
+        results = await pipe.execute()
+        if not (parts or fences):
+            return []
+        refused, behind = results[0]
+        if refused:
+            log.warning("partitions %s have a newer owner: this worker's writes for them "
+                        "were refused", sorted(refused))
+        return [int(p) for p in behind]
+
+    async def claim(self, fences: Mapping[int, tuple[int, int]]) -> None:
+        """Take partitions over whatever epoch Redis holds for them: the consumer group
+        assigned them to this worker now (a group created anew starts its generations
+        again)."""
+        if fences:
+            await self.client.hset(self.keys.owners, mapping={
+                f"{p}.{name}": value for p, (epoch, seq) in fences.items()
+                for name, value in (("epoch", epoch), ("seq", seq))})
+
+    async def written(self, partitions: list[int]) -> dict[int, tuple[int, int]]:
+        """The owner stamp Redis holds for each partition (absent: none)."""
+        fields = [f"{p}.{name}" for p in partitions for name in ("epoch", "seq")]
+        values = await self.client.hmget(self.keys.owners, fields)
+        stamps = {}
+        for i, p in enumerate(partitions):
+            epoch, seq = values[2 * i], values[2 * i + 1]
+            if epoch is not None and seq is not None:
+                stamps[p] = (int(epoch), int(seq))
+        return stamps
 
 
 def _epoch(fences: Mapping[int, tuple[int, int]], partition: int) -> str | int:

@@ -33,9 +33,9 @@ from streams.kafka.app import Wiring
 from streams.kafka.recovered import tables_recovered
 from streams.kafka.transport import BatchConductor, left_to_read
 from streams.ops.settings import Settings
+from streams.sink.cluster import board_writer
 from streams.sink.keys import RedisKeys
 from streams.sink.rewrite import LayoutRewriter
-from streams.sink.writer import RedisBoardWriter
 from streams.worker.batch_step import BatchStep
 from streams.worker.changelog import ChangelogWriter
 from streams.worker.clock import WorkerClock
@@ -98,9 +98,9 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
     metrics = WorkerMetrics()
     fence = PartitionFence(lambda: app.consumer_generation_id, settings.session_timeout)
     updates = BoardUpdates(windows, scoring_config(settings), runtimes, fence.stamp)
-    board_writer = RedisBoardWriter(redis, RedisKeys(settings.prefix), windows)
+    layout_writer = board_writer(redis, RedisKeys(settings.prefix), windows)
     liveness = Liveness(settings.unhealthy_after)
-    redis_writes = RedisWrites(board_writer, fence, liveness)
+    redis_writes = RedisWrites(layout_writer, fence, liveness)
 
     def submit(update: BoardUpdate) -> asyncio.Future[None]:
         return order.then(redis_writes.write(update))
@@ -128,7 +128,7 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
     decay = DecayTimer(runtimes, accounts, updates, clock, submit, lock, metrics)
     reporter = MetricsReporter(
         metrics, lambda batch: left_to_read(app.consumer, batch),
-        lambda worker, snapshot: redis.hset(board_writer.keys.worker_metrics, worker,
+        lambda worker, snapshot: redis.hset(layout_writer.keys.worker_metrics, worker,
                                             snapshot),
         accounts)
     accounts_topic, partitions_topic = changelog_topics

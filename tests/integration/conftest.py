@@ -26,7 +26,7 @@ from streams.core.topics import Topics
 from streams.dev.devstack import DevStack
 from streams.dev.processes import WorkerProcess
 from streams.kafka.admin import create_topics, delete_topics
-from streams.ops.connections import kafka_client_options
+from streams.ops.connections import kafka_client_options, redis_client
 from streams.ops.settings import Settings, load_settings
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -37,6 +37,15 @@ def stack() -> Settings:
     settings = load_settings()
     DevStack(settings).up()
     return settings
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(stack: Settings) -> Settings:
+    """The dev stack's Redis Cluster (dev up --redis-cluster: ports 7000-7005, beside the
+    single Redis), and settings that use it."""
+    dev = DevStack(stack, redis_cluster=True)
+    dev.up()
+    return stack.model_copy(update={"redis": dev.cluster_url, "redis_cluster": True})
 
 
 class Deployment:
@@ -57,7 +66,10 @@ class Deployment:
                                     if k.startswith("RANKFLOW_")})
         self.topics = Topics(self.settings.topic_prefix, self.settings.app_id)
         self.prefix = self.settings.prefix
-        self.redis = redis.Redis.from_url(self.settings.redis, decode_responses=True)
+        self.redis: Any = (
+            redis_client(self.settings, asyncio=False, decode_responses=True)
+            if self.settings.redis_cluster
+            else redis.Redis.from_url(self.settings.redis, decode_responses=True))
         self.workers: list[WorkerProcess] = []
         ARTIFACTS.mkdir(exist_ok=True)
         asyncio.run(create_topics(self.settings.bootstrap_servers, self.topics,
@@ -170,6 +182,23 @@ def deploy(stack: Settings):
 
     def make(**extra_env: str) -> Deployment:
         deployment = Deployment(stack, f"t{uuid.uuid4().hex[:10]}", extra_env)
+        made.append(deployment)
+        return deployment
+
+    yield make
+    for deployment in made:
+        deployment.close()
+
+
+@pytest.fixture
+def cluster_deploy(redis_cluster: Settings):
+    """`deploy` on the dev stack's Redis Cluster (RANKFLOW_REDIS_CLUSTER=true)."""
+    made: list[Deployment] = []
+
+    def make(**extra_env: str) -> Deployment:
+        env = {"RANKFLOW_REDIS": redis_cluster.redis, "RANKFLOW_REDIS_CLUSTER": "true",
+               **extra_env}
+        deployment = Deployment(redis_cluster, f"t{uuid.uuid4().hex[:10]}", env)
         made.append(deployment)
         return deployment
 

@@ -9,6 +9,7 @@ import uuid
 import httpx
 import pytest
 import redis
+import redis.cluster
 from fastapi.testclient import TestClient
 
 from streams.api.app import create_api
@@ -18,11 +19,17 @@ from streams.ops.settings import Settings
 SCORES = {"a": 10.0, "b": 10.0, "c": 8.0, "d": 5.0, "e": 5.0, "f": 5.0, "g": 1.0}
 
 
-@pytest.fixture
-def api(stack):
+@pytest.fixture(params=["redis", "redis-cluster"])
+def api(stack, request):
+    """The API over a known layout, on the single Redis and on the dev stack's cluster."""
     prefix = f"api{uuid.uuid4().hex[:8]}:"
-    settings = Settings(prefix=prefix, redis=stack.redis)
-    r = redis.Redis.from_url(stack.redis, decode_responses=True)
+    if request.param == "redis":
+        settings = Settings(prefix=prefix, redis=stack.redis)
+        r = redis.Redis.from_url(stack.redis, decode_responses=True)
+    else:
+        cluster = request.getfixturevalue("redis_cluster")
+        settings = Settings(prefix=prefix, redis=cluster.redis, redis_cluster=True)
+        r = redis.cluster.RedisCluster.from_url(cluster.redis, decode_responses=True)
     for window in ("24h", "all"):
         r.zadd(f"{prefix}lb:{window}:all", SCORES)
         r.zadd(f"{prefix}lb:{window}:cat:police", {k: SCORES[k] for k in "abd"})

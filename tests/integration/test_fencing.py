@@ -76,7 +76,17 @@ def _assignments(d, worker: int) -> int:
 
 @pytest.mark.timeout(420)
 def test_a_worker_stopped_past_its_session_timeout_writes_nothing_for_lost_partitions(deploy):
-    d = deploy(**ENV)
+    stall_and_check(deploy(**ENV))
+
+
+@pytest.mark.timeout(420)
+def test_fencing_on_the_redis_cluster(cluster_deploy):
+    """The same on the dev stack's Redis Cluster: the owner check in every slot a stale
+    write reaches (streams/sink/cluster.py)."""
+    stall_and_check(cluster_deploy(**ENV))
+
+
+def stall_and_check(d) -> None:
     messages = with_closing_events(scenario(EVENTS))
     expected = expected_state([(m.kind, m.key, m.value) for m in messages],
                               parse_periods(PERIODS))

@@ -28,7 +28,16 @@ def views(account_id, event_id, count):
 
 @pytest.fixture
 def live(deploy):
-    d = deploy()
+    yield from _live(deploy())
+
+
+@pytest.fixture
+def cluster_live(cluster_deploy):
+    """The same on the dev stack's Redis Cluster (worker, API and feed)."""
+    yield from _live(cluster_deploy())
+
+
+def _live(d):
     d.produce([profile(f"gov.{i}", 1000 * (i + 1)) for i in range(8)])
     d.start_worker()
     d.wait_counted(events=0, dead=0, timeout=60)
@@ -49,7 +58,14 @@ def read_events(response, want, timeout):
 
 
 def test_the_feed_announces_board_changes_and_resumes(live):
-    d, url = live
+    check_the_feed(*live)
+
+
+def test_the_feed_on_the_redis_cluster(cluster_live):
+    check_the_feed(*cluster_live)
+
+
+def check_the_feed(d, url):
     params = {"window": "24h", "board": "all"}
     with httpx.stream("GET", f"{url}/api/stream", params=params, timeout=30) as response:
         assert response.headers["content-type"].startswith("text/event-stream")

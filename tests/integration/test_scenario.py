@@ -53,7 +53,16 @@ SCENARIO = [
 
 
 def test_known_scenario_boards_and_hashes(deploy):
-    d = deploy(RANKFLOW_PERIODS=PERIODS)
+    check_known_scenario(deploy(RANKFLOW_PERIODS=PERIODS))
+
+
+def test_known_scenario_on_the_redis_cluster(cluster_deploy):
+    """The same, the worker writing to the dev stack's Redis Cluster (by slot:
+    streams/sink/cluster.py), read back through the cluster client."""
+    check_known_scenario(cluster_deploy(RANKFLOW_PERIODS=PERIODS))
+
+
+def check_known_scenario(d):
     windows = Windows(parse_periods(PERIODS))
     d.produce(SCENARIO)
     d.start_worker()
