@@ -80,3 +80,11 @@ def test_bad_kafka_durability_settings_stop_start_up(monkeypatch, env, named):
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert named in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["0", "0.5", "601", "soon"])
+def test_a_bad_recorder_lease_names_the_variable(monkeypatch, value):
+    monkeypatch.setenv("RANKFLOW_API_RECORDER_LEASE", value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "RANKFLOW_API_RECORDER_LEASE" in str(info.value)

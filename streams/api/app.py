@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -41,6 +41,7 @@ from schemas.events import ID_PATTERN
 from streams.api.feed import ChangeFeed
 from streams.api.guard import ALLOWED, RequestGuard
 from streams.api.history import History, HistoryRecorder
+from streams.api.lease import Lease
 from streams.api.models import (
     Account,
     AccountHistory,
@@ -51,7 +52,9 @@ from streams.api.models import (
     Health,
     Leaderboard,
 )
+from streams.api.rank_samples import STEPS
 from streams.api.reader import BoardReader
+from streams.api.recorder import RankRecorder, now_ms
 from streams.api.top_feed import TOP_MAX, TooManyBoards, TopFeeds
 from streams.core.windows import Windows
 from streams.ops.connections import redis_client
@@ -170,13 +173,20 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     history = History()
     recorder = HistoryRecorder(client, keys, windows, history,
                                interval=settings.api_history_interval)
+    # the rank history is binary (streams/api/rank_samples.py): a client that keeps bytes
+    raw = redis_client(settings, blocking=True, max_connections=16, timeout=10)
+    ranks = RankRecorder(raw, keys, windows,
+                         Lease(raw, keys.recorder_lease, settings.api_recorder_lease))
     metrics = ApiMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         feed.start()
         recorder.start()
+        ranks.start()
         yield
+        await ranks.stop()
+        await raw.aclose()
         await recorder.stop()
         await feed.stop()
         await tops.close()
@@ -257,14 +267,21 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
 
     @api.get("/api/accounts/{account_id}/history", response_model=AccountHistory,
              responses=ERRORS)
-    async def account_history(account_id: Identifier, window: Window = "24h"
-                              ) -> AccountHistory:
-        """Index snapshots of a top account (kept while it is in the top 20)."""
+    async def account_history(
+        account_id: Identifier, window: Window = "24h", board: Board = "all",
+        step: Annotated[str, Query(pattern="^(10s|10m)$", description=(
+            "10s: a sample every 10 seconds over the last 24 hours; 10m: every 10 "
+            "minutes over the last 30 days"))] = "10s",
+    ) -> AccountHistory:
+        """The account's index and rank on a board over time, at each tick it stood in
+        the board's top 100 (recorded in Redis: every API process answers the same)."""
         if not await client.exists(keys.account(account_id)):
             raise HTTPException(404, f"no account {account_id}")
-        points = list(history.accounts.get((window, account_id), ()))
-        return AccountHistory(account_id=account_id, window=window,
-                              points=[[at, index] for at, index in points])
+        ring = cast(bytes | None, await raw.get(keys.rank_history(step, window, board,
+                                                                   account_id)))
+        found = STEPS[step].points(ring or b"", now_ms())
+        return AccountHistory(account_id=account_id, window=window, board=board, step=step,
+                              points=[list(p) for p in found])
 
     @api.get("/api/campaigns/{campaign}/history", response_model=CampaignHistory,
              responses=ERRORS)

@@ -72,3 +72,13 @@ class RedisKeys:
         """Set of every campaign with a member on one of its boards (lua/apply_changes.lua
         removes one whose boards are all empty)."""
         return f"{self.prefix}campaigns"
+
+    def rank_history(self, step: str, window: str, board: str, account_id: str) -> str:
+        """String: the ring of an account's rank samples on one board at one step (`10s`,
+        `10m`), fixed-width records (streams/api/rank_samples.py)."""
+        return f"{self.prefix}rank-history:{step}:{window}:{board}:{account_id}"
+
+    @property
+    def recorder_lease(self) -> str:
+        """The rank recorder's lease: the token of the API process that records."""
+        return f"{self.prefix}recorder:lease"
