@@ -42,6 +42,7 @@ from streams.api.feed import ChangeFeed
 from streams.api.guard import ALLOWED, RequestGuard
 from streams.api.history import History, HistoryRecorder
 from streams.api.lease import Lease
+from streams.api.milestones import Milestones
 from streams.api.models import (
     Account,
     AccountHistory,
@@ -112,6 +113,22 @@ class WorkerCollector:
         yield latency
 
 
+class MilestoneCollector:
+    """Renders how often each milestone rule fired, as counted in Redis (the same on every
+    API process)."""
+
+    def __init__(self) -> None:
+        self.rules: list[str] = []
+        self.fired: dict[str, int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("rankflow_api_milestones", "milestone crossings fired "
+                                     "(alerts)", labels=["rule"])
+        for rule in self.rules:
+            family.add_metric([rule], self.fired.get(rule, 0))
+        yield family
+
+
 class ApiMetrics:
     """The API's own Prometheus metrics, plus the pipeline's figures read from Redis."""
 
@@ -130,6 +147,8 @@ class ApiMetrics:
                          registry=self.registry)
         self.workers = WorkerCollector()
         self.registry.register(self.workers)
+        self.milestones = MilestoneCollector()
+        self.registry.register(self.milestones)
 
 
 class RequestMetrics:
@@ -167,7 +186,7 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     client = client or redis_client(settings, blocking=True, decode_responses=True,
                                     max_connections=64, timeout=10)
     reader = BoardReader(client, keys, windows)
-    feed = ChangeFeed(client, keys.changes)
+    feed = ChangeFeed(client, keys.changes, keys.alerts)
     tops = TopFeeds(client, keys)
     feed.listeners.append(tops.notice)
     history = History()
@@ -177,7 +196,11 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     raw = redis_client(settings, blocking=True, max_connections=16, timeout=10)
     ranks = RankRecorder(raw, keys, windows,
                          Lease(raw, keys.recorder_lease, settings.api_recorder_lease))
+    rules = settings.milestone_rules
+    if rules:
+        ranks.listeners.append(Milestones(raw, keys, rules).check)
     metrics = ApiMetrics()
+    metrics.milestones.rules = [rule.name for rule in rules]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -313,8 +336,9 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
         last_event_id: Annotated[str | None, Header(max_length=40)] = None,
     ) -> StreamingResponse:
         """Server-sent events. Without `top`: `change` (boards that changed), `reset`
-        (refetch). With `top`: `snapshot` (the top N), then `change` (`entries` that
-        entered or moved, accounts that `left`); `reset` before a new snapshot."""
+        (refetch), `alert` (a milestone crossed, RANKFLOW_MILESTONES; no id). With `top`:
+        `snapshot` (the top N), then `change` (`entries` that entered or moved, accounts
+        that `left`); `reset` before a new snapshot."""
         if last_event_id is not None and not STREAM_ID.fullmatch(last_event_id):
             raise HTTPException(400, "Last-Event-ID must be an event id such as 1700000-0")
         if top is None:
@@ -353,6 +377,9 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
         snapshots = [orjson.loads(s) for s in (await client.hgetall(keys.worker_metrics)).values()]
         metrics.workers.snapshots = [s for s in snapshots
                                      if time.time() - s["at"] / 1000 < WORKER_STALE_S]
+        if metrics.milestones.rules:
+            fired = cast(dict[str, str], await client.hgetall(keys.milestones_fired))
+            metrics.milestones.fired = {rule: int(n) for rule, n in fired.items()}
         return PlainTextResponse(generate_latest(metrics.registry).decode(),
                                  media_type="text/plain; version=0.0.4")
 

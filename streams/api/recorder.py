@@ -36,7 +36,7 @@ TOP = 100
 WRITE_CHUNK = 500
 #: (window, board) -> its top as (account_id, score), descending
 Tops = Mapping[tuple[str, str], Sequence[tuple[str, float]]]
-Listener = Callable[[int, Tops], Awaitable[None]]
+Listener = Callable[[int, Tops], Awaitable[object]]
 
 
 # KEYS: rings. ARGV[1] the ring's length, ARGV[2] expiry ms, ARGV[3] the tick's offset,

@@ -82,3 +82,18 @@ class RedisKeys:
     def recorder_lease(self) -> str:
         """The rank recorder's lease: the token of the API process that records."""
         return f"{self.prefix}recorder:lease"
+
+    def milestone(self, rule: str) -> str:
+        """Hash of the subjects that crossed a milestone rule (subject -> tick), so each
+        crossing fires once (streams/api/milestones.py)."""
+        return f"{self.prefix}milestones:{rule}"
+
+    @property
+    def milestones_fired(self) -> str:
+        """Hash of rule -> how many times it fired (the API's /metrics)."""
+        return f"{self.prefix}milestones-fired"
+
+    @property
+    def alerts(self) -> str:
+        """Stream of milestone alerts (JSON in `alert`), relayed by every API process."""
+        return f"{self.prefix}alerts"
