@@ -31,6 +31,14 @@ def test_bad_settings_name_the_variable(monkeypatch, name, value):
     assert name in str(info.value)
 
 
+@pytest.mark.parametrize("value", ["0", "0.5", "601", "soon"])
+def test_a_bad_recorder_lease_names_the_variable(monkeypatch, value):
+    monkeypatch.setenv("RANKFLOW_API_RECORDER_LEASE", value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "RANKFLOW_API_RECORDER_LEASE" in str(info.value)
+
+
 def test_periods_parse():
     (q,) = parse_periods("2018q1q3=2018-01-01/2018-10-01")
     assert q.name == "2018q1q3" and q.start_ms == 1514764800000 and q.end_ms == 1538352000000
@@ -80,11 +88,3 @@ def test_bad_kafka_durability_settings_stop_start_up(monkeypatch, env, named):
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert named in str(info.value)
-
-
-@pytest.mark.parametrize("value", ["0", "0.5", "601", "soon"])
-def test_a_bad_recorder_lease_names_the_variable(monkeypatch, value):
-    monkeypatch.setenv("RANKFLOW_API_RECORDER_LEASE", value)
-    with pytest.raises(SettingsError) as info:
-        load_settings()
-    assert "RANKFLOW_API_RECORDER_LEASE" in str(info.value)

@@ -62,17 +62,6 @@ class RedisKeys:
         and its last write sequence (streams/worker/fence.py)."""
         return f"{self.prefix}owners:partitions"
 
-    @property
-    def categories(self) -> str:
-        """Set of every category that has a board (for readers listing boards)."""
-        return f"{self.prefix}categories"
-
-    @property
-    def campaigns(self) -> str:
-        """Set of every campaign with a member on one of its boards (lua/apply_changes.lua
-        removes one whose boards are all empty)."""
-        return f"{self.prefix}campaigns"
-
     def rank_history(self, step: str, window: str, board: str, account_id: str) -> str:
         """String: the ring of an account's rank samples on one board at one step (`10s`,
         `10m`), fixed-width records (streams/api/rank_samples.py)."""
@@ -97,3 +86,14 @@ class RedisKeys:
     def alerts(self) -> str:
         """Stream of milestone alerts (JSON in `alert`), relayed by every API process."""
         return f"{self.prefix}alerts"
+
+    @property
+    def categories(self) -> str:
+        """Set of every category that has a board (for readers listing boards)."""
+        return f"{self.prefix}categories"
+
+    @property
+    def campaigns(self) -> str:
+        """Set of every campaign with a member on one of its boards (lua/apply_changes.lua
+        removes one whose boards are all empty)."""
+        return f"{self.prefix}campaigns"
