@@ -31,6 +31,14 @@ def test_bad_settings_name_the_variable(monkeypatch, name, value):
     assert name in str(info.value)
 
 
+@pytest.mark.parametrize("value", ["0", "0.5", "601", "soon"])
+def test_a_bad_recorder_lease_names_the_variable(monkeypatch, value):
+    monkeypatch.setenv("RANKFLOW_API_RECORDER_LEASE", value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "RANKFLOW_API_RECORDER_LEASE" in str(info.value)
+
+
 def test_periods_parse():
     (q,) = parse_periods("2018q1q3=2018-01-01/2018-10-01")
     assert q.name == "2018q1q3" and q.start_ms == 1514764800000 and q.end_ms == 1538352000000
@@ -88,6 +96,7 @@ def test_bad_kafka_durability_settings_stop_start_up(monkeypatch, env, named):
     ({"RANKFLOW_REDIS": "unix:///tmp/redis.sock"}, "RANKFLOW_REDIS"),
     ({"RANKFLOW_REDIS": "redis://127.0.0.1:7000/3"}, "database 0"),
     ({"RANKFLOW_PREFIX": "{rf}:"}, "RANKFLOW_PREFIX"),
+    ({"RANKFLOW_MILESTONES": "podium=top:3:24h:all"}, "RANKFLOW_MILESTONES"),
 ])
 def test_bad_cluster_settings_stop_start_up(monkeypatch, tmp_path, env, named):
     monkeypatch.chdir(tmp_path)

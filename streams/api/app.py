@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -41,6 +41,8 @@ from schemas.events import ID_PATTERN
 from streams.api.feed import ChangeFeed
 from streams.api.guard import ALLOWED, RequestGuard
 from streams.api.history import History, HistoryRecorder
+from streams.api.lease import Lease
+from streams.api.milestones import Milestones
 from streams.api.models import (
     Account,
     AccountHistory,
@@ -51,7 +53,9 @@ from streams.api.models import (
     Health,
     Leaderboard,
 )
+from streams.api.rank_samples import STEPS
 from streams.api.reader import BoardReader
+from streams.api.recorder import RankRecorder, now_ms
 from streams.api.top_feed import TOP_MAX, TooManyBoards, TopFeeds
 from streams.core.windows import Windows
 from streams.ops.connections import redis_client
@@ -109,6 +113,22 @@ class WorkerCollector:
         yield latency
 
 
+class MilestoneCollector:
+    """Renders how often each milestone rule fired, as counted in Redis (the same on every
+    API process)."""
+
+    def __init__(self) -> None:
+        self.rules: list[str] = []
+        self.fired: dict[str, int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("rankflow_api_milestones", "milestone crossings fired "
+                                     "(alerts)", labels=["rule"])
+        for rule in self.rules:
+            family.add_metric([rule], self.fired.get(rule, 0))
+        yield family
+
+
 class ApiMetrics:
     """The API's own Prometheus metrics, plus the pipeline's figures read from Redis."""
 
@@ -127,6 +147,8 @@ class ApiMetrics:
                          registry=self.registry)
         self.workers = WorkerCollector()
         self.registry.register(self.workers)
+        self.milestones = MilestoneCollector()
+        self.registry.register(self.milestones)
 
 
 class RequestMetrics:
@@ -164,19 +186,39 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     client = client or redis_client(settings, blocking=True, decode_responses=True,
                                     max_connections=64, timeout=10)
     reader = BoardReader(client, keys, windows)
-    feed = ChangeFeed(client, keys.changes)
+    # the recorder's ring writes touch many slots in one script: not on a cluster yet, nor
+    # the milestones it fires (test_live.py::test_the_feed_on_the_redis_cluster)
+    record_ranks = not settings.redis_cluster
+    feed = ChangeFeed(client, keys.changes, keys.alerts if record_ranks else None)
     tops = TopFeeds(client, keys)
     feed.listeners.append(tops.notice)
     history = History()
     recorder = HistoryRecorder(client, keys, windows, history,
                                interval=settings.api_history_interval)
+    # the rank history is binary (streams/api/rank_samples.py): a client that keeps bytes
+    raw = redis_client(settings, blocking=True, max_connections=16, timeout=10)
+    ranks = RankRecorder(raw, keys, windows,
+                         Lease(raw, keys.recorder_lease, settings.api_recorder_lease))
+    rules = settings.milestone_rules
+    if rules:
+        ranks.listeners.append(Milestones(raw, keys, rules).check)
     metrics = ApiMetrics()
+    metrics.milestones.rules = [rule.name for rule in rules]
+
+    if not record_ranks:
+        log.warning("rank history is not recorded on a Redis Cluster: "
+                    "/api/accounts/{id}/history answers with no points")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         feed.start()
         recorder.start()
+        if record_ranks:
+            ranks.start()
         yield
+        if record_ranks:
+            await ranks.stop()
+        await raw.aclose()
         await recorder.stop()
         await feed.stop()
         await tops.close()
@@ -257,14 +299,21 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
 
     @api.get("/api/accounts/{account_id}/history", response_model=AccountHistory,
              responses=ERRORS)
-    async def account_history(account_id: Identifier, window: Window = "24h"
-                              ) -> AccountHistory:
-        """Index snapshots of a top account (kept while it is in the top 20)."""
+    async def account_history(
+        account_id: Identifier, window: Window = "24h", board: Board = "all",
+        step: Annotated[str, Query(pattern="^(10s|10m)$", description=(
+            "10s: a sample every 10 seconds over the last 24 hours; 10m: every 10 "
+            "minutes over the last 30 days"))] = "10s",
+    ) -> AccountHistory:
+        """The account's index and rank on a board over time, at each tick it stood in
+        the board's top 100 (recorded in Redis: every API process answers the same)."""
         if not await client.exists(keys.account(account_id)):
             raise HTTPException(404, f"no account {account_id}")
-        points = list(history.accounts.get((window, account_id), ()))
-        return AccountHistory(account_id=account_id, window=window,
-                              points=[[at, index] for at, index in points])
+        ring = cast(bytes | None, await raw.get(keys.rank_history(step, window, board,
+                                                                   account_id)))
+        found = STEPS[step].points(ring or b"", now_ms())
+        return AccountHistory(account_id=account_id, window=window, board=board, step=step,
+                              points=[list(p) for p in found])
 
     @api.get("/api/campaigns/{campaign}/history", response_model=CampaignHistory,
              responses=ERRORS)
@@ -296,8 +345,9 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
         last_event_id: Annotated[str | None, Header(max_length=40)] = None,
     ) -> StreamingResponse:
         """Server-sent events. Without `top`: `change` (boards that changed), `reset`
-        (refetch). With `top`: `snapshot` (the top N), then `change` (`entries` that
-        entered or moved, accounts that `left`); `reset` before a new snapshot."""
+        (refetch), `alert` (a milestone crossed, RANKFLOW_MILESTONES; no id). With `top`:
+        `snapshot` (the top N), then `change` (`entries` that entered or moved, accounts
+        that `left`); `reset` before a new snapshot."""
         if last_event_id is not None and not STREAM_ID.fullmatch(last_event_id):
             raise HTTPException(400, "Last-Event-ID must be an event id such as 1700000-0")
         if top is None:
@@ -336,6 +386,9 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
         snapshots = [orjson.loads(s) for s in (await client.hgetall(keys.worker_metrics)).values()]
         metrics.workers.snapshots = [s for s in snapshots
                                      if time.time() - s["at"] / 1000 < WORKER_STALE_S]
+        if metrics.milestones.rules:
+            fired = cast(dict[str, str], await client.hgetall(keys.milestones_fired))
+            metrics.milestones.fired = {rule: int(n) for rule, n in fired.items()}
         return PlainTextResponse(generate_latest(metrics.registry).decode(),
                                  media_type="text/plain; version=0.0.4")
 

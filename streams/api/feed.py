@@ -6,6 +6,9 @@ bounded queue: a slow client loses its oldest notices (and is told to refetch), 
 holds up the others (tests/test_feed.py). Stream ids are the SSE event ids, so a client
 reconnecting with `Last-Event-ID` resumes from the stream itself, on any API process.
 Listeners (the top-N feeds of streams/api/top_feed.py) are told of every notice too.
+The same task follows the milestone alerts stream (`rf:alerts`, streams/api/milestones.py)
+and sends each alert to every client as an `alert` event without an id, so alerts never
+move a client's `Last-Event-ID` (tests/integration/test_milestones.py).
 """
 
 from __future__ import annotations
@@ -42,6 +45,14 @@ class Notice:
                 and (board is None or b.partition(":")[2] == board)]
 
 
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A milestone alert, as the alerts stream holds it (JSON)."""
+
+    id: str
+    body: bytes
+
+
 def parse_notice(entry_id: str, fields: dict[str, str]) -> Notice:
     body = orjson.loads(fields["notice"])
     return Notice(entry_id, int(body["clock"]), tuple(body["boards"]))
@@ -51,11 +62,11 @@ def parse_notice(entry_id: str, fields: dict[str, str]) -> Notice:
 class Client:
     window: str | None
     board: str | None
-    queue: asyncio.Queue[Notice | None] = field(
+    queue: asyncio.Queue[Notice | Alert | None] = field(
         default_factory=lambda: asyncio.Queue(CLIENT_QUEUE))
     lagged: bool = False
 
-    def offer(self, notice: Notice) -> None:
+    def offer(self, notice: Notice | Alert) -> None:
         if self.queue.full():
             self.lagged = True
             self.queue.get_nowait()
@@ -65,31 +76,46 @@ class Client:
 class ChangeFeed(BackgroundTask):
     """Follows the change stream and fans it out to clients."""
 
-    def __init__(self, client: aioredis.Redis, stream: str) -> None:
+    def __init__(self, client: aioredis.Redis, stream: str, alerts: str | None = None) -> None:
         self.client = client
         self.stream = stream
+        self.alerts = alerts
         self.clients: set[Client] = set()
         #: told of every notice as it is read (streams/api/top_feed.py)
         self.listeners: list[Callable[[Notice], None]] = []
         self.last_id = "$"
+        self.last_alert = "$"
+
+    async def _newest(self, stream: str) -> str:
+        newest = cast(Entries, await self.client.xrevrange(stream, count=1))
+        return newest[0][0] if newest else "0-0"
 
     async def run(self) -> None:
-        while self.last_id == "$":  # start after the newest notice, and never skip one
+        while "$" in (self.last_id, self.last_alert):  # start after the newest entries
             try:
-                newest = cast(Entries, await self.client.xrevrange(self.stream, count=1))
-                self.last_id = newest[0][0] if newest else "0-0"
+                self.last_id = await self._newest(self.stream)
+                self.last_alert = await self._newest(self.alerts) if self.alerts else ""
             except aioredis.RedisError as exc:
                 log.warning("change stream unavailable (%s); retrying", exc)
                 await asyncio.sleep(1)
         while True:
+            streams = {self.stream: self.last_id}
+            if self.alerts:
+                streams[self.alerts] = self.last_alert
             try:
                 found = cast(list[tuple[str, Entries]], await self.client.xread(
-                    {self.stream: self.last_id}, block=1000, count=500))
+                    streams, block=1000, count=500))  # type: ignore[arg-type]
             except aioredis.RedisError as exc:
                 log.warning("change stream unavailable (%s); retrying", exc)
                 await asyncio.sleep(1)
                 continue
-            for _, entries in found or ():
+            for stream, entries in found or ():
+                if stream == self.alerts:
+                    for entry_id, fields in entries:
+                        self.last_alert = entry_id
+                        for client in list(self.clients):
+                            client.offer(Alert(entry_id, fields["alert"].encode()))
+                    continue
                 for entry_id, fields in entries:
                     self.last_id = entry_id
                     notice = parse_notice(entry_id, fields)
@@ -131,6 +157,9 @@ class ChangeFeed(BackgroundTask):
                     continue
                 if notice is None:
                     return
+                if isinstance(notice, Alert):
+                    yield b"event: alert\ndata: " + notice.body + b"\n\n"
+                    continue
                 if client.lagged:
                     client.lagged = False
                     yield sse_event("reset", notice.id, {"reason": "client fell behind: refetch"})

@@ -76,7 +76,11 @@ class Campaign(BaseModel):
 class AccountHistory(BaseModel):
     account_id: str
     window: str
-    points: list[list[float]] = Field(description="[ms, index] pairs, oldest first")
+    board: str
+    step: str = Field(description="10s (the last 24 hours) or 10m (the last 30 days)")
+    points: list[list[float]] = Field(
+        description="[ms, index, rank] at each tick the account was in the board's top "
+        "100, oldest first")
 
 
 class CampaignHistory(BaseModel):

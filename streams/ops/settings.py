@@ -25,8 +25,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.api.milestone_rules import Rule, parse_rules
 from streams.core.dedup import DEFAULT_MAX_IDS, MAX_IDS_LIMIT
 from streams.core.periods import Period, parse_periods
+from streams.core.windows import ROLLING
+
+ROLLING_IDS = tuple(r.id for r in ROLLING)
 
 #: fields whose given value is never echoed in an error message
 SECRET_FIELDS = frozenset({"redis_password", "kafka_sasl_password"})
@@ -91,6 +95,12 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8080, ge=1, le=65535)
     api_host: str = "127.0.0.1"
     api_history_interval: float = Field(default=10.0, gt=0, le=3600)
+    #: seconds the rank recorder's lease lasts unrenewed: a recorder that died is replaced
+    #: within this (renewed every third of it)
+    api_recorder_lease: float = Field(default=15.0, ge=1, le=600)
+    #: milestone rules, `name=views:{window}:{N}` or `name=top:{K}:{window}:{board}`,
+    #: comma-separated (streams/api/milestone_rules.py); empty = none
+    milestones: str = ""
     #: origins allowed to read the API from a browser (CORS), comma-separated; none by default
     api_cors_origins: str = ""
 
@@ -242,6 +252,14 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _milestone_rules(self) -> Settings:
+        try:
+            self.milestone_rules  # noqa: B018 (parsed to be checked)
+        except ValueError as exc:
+            raise ValueError(f"RANKFLOW_MILESTONES: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
     def _insync_within_replicas(self) -> Settings:
         factor, insync = self.replication_factor, self.min_insync_replicas
         if factor is not None and insync is not None and insync > factor:
@@ -297,6 +315,11 @@ class Settings(BaseSettings):
             # the keys rankflow adds take a hash tag after the prefix (streams/sink/keys.py)
             raise ValueError("RANKFLOW_PREFIX must not contain '{' or '}' with "
                              f"RANKFLOW_REDIS_CLUSTER (got {self.prefix!r})")
+        if self.milestones:
+            # the rank recorder's scripts span slots (streams/api/recorder.py): not yet
+            raise ValueError("RANKFLOW_MILESTONES: milestones are not available with "
+                             "RANKFLOW_REDIS_CLUSTER yet (the rank recorder does not run "
+                             "on a cluster)")
         return self
 
     @model_validator(mode="after")
@@ -360,6 +383,11 @@ class Settings(BaseSettings):
     @property
     def named_periods(self) -> tuple[Period, ...]:
         return parse_periods(self.periods)
+
+    @property
+    def milestone_rules(self) -> tuple[Rule, ...]:
+        windows = (*ROLLING_IDS, "all", *(p.name for p in self.named_periods))
+        return parse_rules(self.milestones, windows)
 
 
 class SettingsError(SystemExit):

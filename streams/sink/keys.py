@@ -66,6 +66,31 @@ class RedisKeys:
         and its last write sequence (streams/worker/fence.py)."""
         return f"{self.prefix}owners:partitions"
 
+    def rank_history(self, step: str, window: str, board: str, account_id: str) -> str:
+        """String: the ring of an account's rank samples on one board at one step (`10s`,
+        `10m`), fixed-width records (streams/api/rank_samples.py)."""
+        return f"{self.prefix}rank-history:{step}:{window}:{board}:{account_id}"
+
+    @property
+    def recorder_lease(self) -> str:
+        """The rank recorder's lease: the token of the API process that records."""
+        return f"{self.prefix}recorder:lease"
+
+    def milestone(self, rule: str) -> str:
+        """Hash of the subjects that crossed a milestone rule (subject -> tick), so each
+        crossing fires once (streams/api/milestones.py)."""
+        return f"{self.prefix}milestones:{rule}"
+
+    @property
+    def milestones_fired(self) -> str:
+        """Hash of rule -> how many times it fired (the API's /metrics)."""
+        return f"{self.prefix}milestones-fired"
+
+    @property
+    def alerts(self) -> str:
+        """Stream of milestone alerts (JSON in `alert`), relayed by every API process."""
+        return f"{self.prefix}alerts"
+
     @property
     def categories(self) -> str:
         """Set of every category that has a board (for readers listing boards)."""
