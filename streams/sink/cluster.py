@@ -38,6 +38,7 @@ from streams.sink.writer import (
     apply_changes_payload,
     fenced_script,
     script,
+    stamps_of,
 )
 
 log = logging.getLogger(__name__)
@@ -99,15 +100,6 @@ def shard_slots(slots: Mapping[int, Sequence[Node]]) -> list[int]:
             if slot < first.get(name, slot + 1):
                 first[name] = slot
     return sorted(first.values())
-
-
-def _stamps(values: Sequence[Any], partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
-    stamps = {}
-    for i, p in enumerate(partitions):
-        epoch, seq = values[2 * i], values[2 * i + 1]
-        if epoch is not None and seq is not None:
-            stamps[p] = (int(epoch), int(seq))
-    return stamps
 
 
 def oldest(found: Iterable[Mapping[int, tuple[int, int]]], partitions: Iterable[int]
@@ -190,7 +182,7 @@ class ClusterBoardWriter(LayoutWriter):
         for slot in await self._shards():
             pipe.hmget(self.slot_keys.stamps(slot), fields)
         found = await pipe.execute()
-        return oldest((_stamps(values, partitions) for values in found), partitions)
+        return oldest((stamps_of(values, partitions) for values in found), partitions)
 
     def _total_keys(self, total: str) -> list[str]:
         """lua/sum_parts.lua's keys for a total: its shares, itself, its slot's owners."""

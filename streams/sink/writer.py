@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -297,13 +298,18 @@ class RedisBoardWriter(LayoutWriter):
     async def written(self, partitions: list[int]) -> dict[int, tuple[int, int]]:
         """The owner stamp Redis holds for each partition (absent: none)."""
         fields = [f"{p}.{name}" for p in partitions for name in ("epoch", "seq")]
-        values = await self.client.hmget(self.keys.owners, fields)
-        stamps = {}
-        for i, p in enumerate(partitions):
-            epoch, seq = values[2 * i], values[2 * i + 1]
-            if epoch is not None and seq is not None:
-                stamps[p] = (int(epoch), int(seq))
-        return stamps
+        return stamps_of(await self.client.hmget(self.keys.owners, fields), partitions)
+
+
+def stamps_of(values: Sequence[Any], partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """The (epoch, seq) stamps of HMGET's answer for `{p}.epoch`, `{p}.seq` of each
+    partition (absent where Redis has none)."""
+    stamps = {}
+    for i, p in enumerate(partitions):
+        epoch, seq = values[2 * i], values[2 * i + 1]
+        if epoch is not None and seq is not None:
+            stamps[p] = (int(epoch), int(seq))
+    return stamps
 
 
 def _epoch(fences: Mapping[int, tuple[int, int]], partition: int) -> str | int:
