@@ -20,15 +20,7 @@ local function each_chunk(command, key, items)
     redis.call(command, key, unpack(items, i, math.min(i + step - 1, #items)))
   end
 end
-local refused = {}
-local behind = {}
-local after = changes.after or {}
-for partition, fence in pairs(changes.fence) do
-  if lost_writes(KEYS[1], partition, after[partition]) then
-    behind[#behind + 1] = tonumber(partition)
-  end
-  if not owned(KEYS[1], partition, fence) then refused[partition] = true end
-end
+local refused, behind = check_fences(KEYS[1], changes)
 for partition, part in pairs(changes.parts) do
   if not refused[partition] then
     for key, members in pairs(part.rem) do each_chunk('ZREM', key, members) end

@@ -20,3 +20,17 @@ local function lost_writes(owners, partition, after)
   local seq = tonumber(redis.call('HGET', owners, partition .. '.seq')) or -1
   return epoch < after[1] or (epoch == after[1] and seq < after[2])
 end
+-- Every partition of a write's {"fence": ..., "after": ...}: the owner check (which takes
+-- the stamp), and the lost-writes check before it; the partitions refused (a set) and
+-- those Redis is behind on (a list).
+local function check_fences(owners, changes)
+  local refused, behind = {}, {}
+  local after = changes.after or {}
+  for partition, fence in pairs(changes.fence) do
+    if lost_writes(owners, partition, after[partition]) then
+      behind[#behind + 1] = tonumber(partition)
+    end
+    if not owned(owners, partition, fence) then refused[partition] = true end
+  end
+  return refused, behind
+end

@@ -6,13 +6,7 @@
 -- unless the owner check refuses it; returns {refused, behind}
 -- (tests/integration/test_redis_cluster.py).
 local changes = cjson.decode(ARGV[1])
-local refused = {}
-local behind = {}
-local after = changes.after or {}
-for partition, fence in pairs(changes.fence) do
-  if lost_writes(KEYS[1], partition, after[partition]) then
-    behind[#behind + 1] = tonumber(partition)
-  end
-  if not owned(KEYS[1], partition, fence) then refused[#refused + 1] = tonumber(partition) end
-end
-return {refused, behind}
+local refused, behind = check_fences(KEYS[1], changes)
+local out = {}
+for partition in pairs(refused) do out[#out + 1] = tonumber(partition) end
+return {out, behind}
