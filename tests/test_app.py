@@ -239,3 +239,28 @@ def test_the_account_table_assembles_accounts_from_their_parts():
     table.apply_changelog_batch(events[:2])  # faust applies in buffers of any size
     table.apply_changelog_batch(events[2:])
     assert dict(table.data) == {"busy": state}
+
+
+def test_the_account_table_keeps_the_newer_state_and_marks_an_account_overtaken():
+    """A stalled worker's record sent after the new owner's is not applied, and its
+    account is marked for the owner to write again; a newer record unmarks it."""
+    from faust.serializers import codecs
+
+    from streams.core.state import AccountState
+
+    def record(views: int, offset: int):
+        state = AccountState("acct", 1, follows=views)
+        state.applied[0] = offset
+        (key, value), = state.records(0)
+        return SimpleNamespace(key=key, value=codecs.loads("rankflow-account", value),
+                               message=SimpleNamespace(value=value, partition=1))
+
+    table = create_app(Settings()).accounts
+    table.apply_changelog_batch([record(5, 40), record(3, 20)])
+    assert table.data["acct"].follows == 5
+    assert table.overtaken == {"acct"}
+    assert table.take_overtaken({2}) == []
+    assert [s.follows for s in table.take_overtaken({1})] == [5]
+    assert table.overtaken == set()
+    table.apply_changelog_batch([record(3, 20), record(6, 41)])
+    assert table.data["acct"].follows == 6 and table.overtaken == set()

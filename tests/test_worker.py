@@ -231,12 +231,13 @@ class Recorder:
 
 
 def ownership_of(core: Core, recovered: set[int], assigned: set[int], rewrite=None,
-                 claims=None):
+                 claims=None, heals=None):
     runtimes: dict = {}
     owner = PartitionOwnership(
         runtimes, core.accounts, {}, core.windows, RecentEventIds, lambda: NOW,
         lambda p: p in recovered, lambda: assigned, rewrite or Recorder(),
-        (claims if claims is not None else []).append, asyncio.Lock())
+        (claims if claims is not None else []).append,
+        (heals if heals is not None else []).append, asyncio.Lock())
     return owner, runtimes
 
 
@@ -261,9 +262,9 @@ def test_a_restored_partition_is_claimed_and_rewritten_if_it_has_state():
     core.feed(log)
     pa = partition_for("a", 4)
     other = next(p for p in range(4) if p != pa)
-    rewrite, claims = Recorder(), []
+    rewrite, claims, heals = Recorder(), [], []
     owner, runtimes = ownership_of(core, recovered={pa, other}, assigned={pa, other},
-                                   rewrite=rewrite, claims=claims)
+                                   rewrite=rewrite, claims=claims, heals=heals)
 
     async def recover():
         await owner.on_recovery()
@@ -272,6 +273,7 @@ def test_a_restored_partition_is_claimed_and_rewritten_if_it_has_state():
     run(recover())
     assert set(runtimes) == {pa, other}
     assert claims == [{pa, other}], "claimed before the rewrite was queued"
+    assert heals == [{pa, other}], "their overtaken accounts written again"
     assert rewrite.calls == [("partitions recovered from the changelog", {pa, other})]
     rewrite.calls.clear()
     owner.restore({other + 4})  # nothing recovered for it: claimed, but no rewrite

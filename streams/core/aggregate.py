@@ -43,6 +43,9 @@ from streams.core.windows import HOUR_MS, MINUTE_MS, DecaySchedule, Windows, buc
 KIND_HEADER = "rf-kind"
 ORIGIN_HEADER = "rf-origin"
 PROFILE_KIND = "profile"
+#: how far past the newest dedup segment a restored partition's next segment is numbered:
+#: more than the segments a worker can have in hand (a few batches' worth)
+SEQ_GAP = 1_000_000
 #: accounts whose key and partition are remembered (forgotten all at once when full)
 PLACEMENTS_MAX = 1 << 20
 
@@ -133,7 +136,9 @@ def restore_runtime(
         kept.append(segment)
         if seg_progress is not None and segment.seq > newest:
             progress, newest = seg_progress, segment.seq
-    progress.seq = max([0, *(s.seq + 1 for s in kept)])
+    # a new chain starts SEQ_GAP past the newest segment: a stalled previous owner's
+    # late segments (seqs just past it) never replace this owner's (test_fencing.py)
+    progress.seq = max([0, *(s.seq + SEQ_GAP for s in kept)])
     recent.restore(kept)
     runtime = PartitionRuntime(progress, recent)
     clock_ms = max(clock_ms, progress.clock)

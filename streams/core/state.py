@@ -12,6 +12,11 @@ So a crash at any point between two changelog writes loses nothing and counts no
 twice, whatever the order in which the records reached the broker (tests/test_aggregate.py,
 replays after partial state writes; tests/integration/test_crash_trials.py).
 
+`applied` only grows, so it also orders an account's records: a record *behind* another
+(`is_behind`) was built earlier, whatever its offset. A worker woken from a stall sends
+the records it had in hand after the new owner's; readers keep the newer state
+(`supersedes`, and the account table: tests/integration/test_fencing.py).
+
 Every record stays under RECORD_LIMIT whatever valid input arrives
 (tests/test_state_records.py): ids are bounded by the contract, so are an account's
 buckets once pruned (`AccountState.records` prunes counts a batch far ahead of the clock
@@ -146,9 +151,10 @@ class AccountState:
             return [(self.account_id, whole)]
         parts = _packed(campaigns)
         self.split_writes += 1
+        applied = self.applied.tolist()
         records = [(part_key(self.account_id, self.split_writes, i),
                     orjson.dumps([PART_MARK, STATE_VERSION, self.account_id,
-                                  self.split_writes, part]))
+                                  self.split_writes, part, applied]))
                    for i, part in enumerate(parts)]
         return [*records, (self.account_id, self._encode({}, len(parts)))]
 
@@ -199,6 +205,9 @@ class StatePart:
     account_id: str
     split_writes: int
     campaigns: dict[str, list[int]]
+    #: the `applied` of the account record it belongs to (None: written before parts
+    #: carried it)
+    applied: array[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +230,9 @@ def is_part_key(key: str) -> bool:
 def decode_record(data: bytes) -> AccountRecord | StatePart:
     record = orjson.loads(data)
     if record[0] == PART_MARK:
-        _mark, _v, account_id, split_writes, campaigns = record
-        return StatePart(account_id, split_writes, campaigns)
+        _mark, _v, account_id, split_writes, campaigns, *applied = record
+        return StatePart(account_id, split_writes, campaigns,
+                         array("q", applied[0]) if applied else None)
     if record[0] not in READABLE_VERSIONS:
         raise StateFormatError(
             f"an account-state record of format {record[0]!r}, this worker reads "
@@ -238,6 +248,23 @@ def decode_record(data: bytes) -> AccountRecord | StatePart:
                                       WindowedCounts.from_list(counts),
                                       _campaigns(campaigns), array("q", applied),
                                       split_writes), parts)
+
+
+def is_behind(current: array[int], incoming: array[int]) -> bool:
+    """Was a record with `incoming` applied offsets built before one with `current`?
+    (No slot further, one slot short: `applied` only grows.)"""
+    return incoming != current and all(i <= c for i, c in zip(incoming, current, strict=True))
+
+
+def applied_of(record: AccountRecord | StatePart) -> array[int] | None:
+    return record.state.applied if isinstance(record, AccountRecord) else record.applied
+
+
+def supersedes(current: bytes, incoming: bytes) -> bool:
+    """Does the newer-offset record `incoming` replace `current`, of the same key? Yes,
+    unless it is behind it: a stalled worker's late send (`rankflow rebuild`)."""
+    now, then = applied_of(decode_record(current)), applied_of(decode_record(incoming))
+    return now is None or then is None or not is_behind(now, then)
 
 
 def assemble(record: AccountRecord, parts: Mapping[str, StatePart]) -> AccountState:

@@ -26,8 +26,11 @@ from streams.core.state import (
     AccountRecord,
     AccountState,
     PartsAhead,
+    StatePart,
+    applied_of,
     decode_record,
     decode_segment,
+    is_behind,
     is_part_key,
 )
 from streams.core.topics import ACCOUNT_TABLE, PARTITION_TABLE
@@ -59,11 +62,19 @@ class AccountStateCodec(codecs.Codec):
 
 class AccountTable(faust.Table):
     """The account-state table: each account whole, assembled from its record and the
-    part records read before it (streams/core/state.py; tests/test_app.py)."""
+    part records read before it (streams/core/state.py; tests/test_app.py).
+
+    A record behind the account's state (`is_behind`) is not applied: a stalled worker
+    sent it after the new owner's. When such a record is the last read of its account,
+    the account is `overtaken`: the newest record of its key is no longer its state,
+    and compaction would keep that one, so the owner writes the account again
+    (streams/worker/ownership.py; tests/integration/test_fencing.py).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ahead = PartsAhead()
+        self.overtaken: set[str] = set()
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         self.data.apply_changelog_batch(self._accounts(batch), to_key=self._to_key,
@@ -71,13 +82,32 @@ class AccountTable(faust.Table):
 
     def _accounts(self, batch: Iterable[Any]) -> Iterator[Any]:
         for event in batch:
+            value = event.value
+            account_id = value.account_id if isinstance(value, StatePart) else (
+                value.state.account_id if isinstance(value, AccountRecord) else None)
+            if account_id is not None:
+                current = self.data.get(account_id)
+                applied = applied_of(value)
+                if current is not None and applied is not None and is_behind(
+                        current.applied, applied):
+                    self.overtaken.add(account_id)
+                    continue
+                self.overtaken.discard(account_id)
             if is_part_key(event.key):
-                self.ahead.hold(event.key, event.value)
+                self.ahead.hold(event.key, value)
             else:
                 yield event
 
     def _whole(self, value: Any) -> Any:
         return self.ahead.account(value) if isinstance(value, AccountRecord) else value
+
+    def take_overtaken(self, partitions: set[int]) -> list[AccountState]:
+        """The overtaken accounts of these partitions, no longer marked."""
+        found = [state for account_id in self.overtaken
+                 if (state := self.data.get(account_id)) is not None
+                 and state.partition in partitions]
+        self.overtaken.difference_update(state.account_id for state in found)
+        return found
 
 
 class SegmentCodec(codecs.Codec):
@@ -123,7 +153,7 @@ class Wiring:
     app: faust.App
     topics: Topics
     sources: RankflowTopic
-    accounts: TableT
+    accounts: AccountTable
     partitions: TableT
 
 
@@ -186,7 +216,7 @@ def create_app(settings: Settings, replication: Replication = SINGLE_REPLICA) ->
         partitions=settings.partitions,
     )
     app.topics.add(sources)
-    accounts: TableT = AccountTable(
+    accounts = AccountTable(
         app,
         name=ACCOUNT_TABLE,
         beacon=app.tables.beacon,

@@ -4,6 +4,7 @@ group (the workers are not disturbed): what `rankflow rebuild` restores state fr
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -15,8 +16,13 @@ from streams.ops.settings import Settings
 log = logging.getLogger(__name__)
 
 
-async def read_latest(settings: Settings, topic: str, progress: bool) -> dict[bytes, bytes]:
-    """The newest value of every key of a compacted topic (tombstones drop the key)."""
+async def read_latest(settings: Settings, topic: str, progress: bool,
+                      supersedes: Callable[[bytes, bytes], bool] | None = None,
+                      ) -> dict[bytes, bytes]:
+    """The newest value of every key of a compacted topic (tombstones drop the key).
+
+    `supersedes(current, incoming)`: whether a later value replaces the one kept (by
+    default, always)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
                                 **kafka_client_options(settings))
     await admin.start()
@@ -49,7 +55,8 @@ async def read_latest(settings: Settings, topic: str, progress: bool) -> dict[by
                             continue
                         if record.value is None:
                             latest.pop(record.key, None)
-                        else:
+                        elif (supersedes is None or record.key not in latest
+                              or supersedes(latest[record.key], record.value)):
                             latest[record.key] = record.value
                     bar.update(len(records))
                     if records and records[-1].offset + 1 >= ends[tp]:

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from streams.core.aggregate import PartitionRuntime, restore_runtime
 from streams.core.dedup import RecentEventIds
 from streams.core.scoring import scoring_config
-from streams.core.state import accounts_of, decode_segment
+from streams.core.state import accounts_of, decode_segment, supersedes
 from streams.core.topics import ACCOUNT_TABLE, PARTITION_TABLE, Topics
 from streams.core.updates import BoardUpdate, BoardUpdates
 from streams.core.windows import Windows
@@ -52,7 +52,7 @@ async def rebuild(settings: Settings, clear: bool = False,
     started = time.monotonic()
     windows = Windows(settings.named_periods)
     accounts = accounts_of({key.decode(): value for key, value in (await read_latest(
-        settings, changelog(settings, ACCOUNT_TABLE), progress)).items()})
+        settings, changelog(settings, ACCOUNT_TABLE), progress, supersedes)).items()})
     segments = [decode_segment(v) for v in (await read_latest(
         settings, changelog(settings, PARTITION_TABLE), progress)).values()]
     partitions = sorted({s.partition for s in accounts.values()} | {p for p, _, _ in segments})

@@ -16,13 +16,13 @@ were sent (tests/integration/test_crash_trials.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
 from streams.core.aggregate import BatchResult, Outbound, PartitionRuntime
 from streams.core.dedup import DedupCut
-from streams.core.state import encode_segment, segment_key
+from streams.core.state import AccountState, encode_segment, segment_key
 from streams.worker.retry import RetryWatcher, retrying
 
 #: seconds a batch's sends may take before they are sent again: the crash trials caught
@@ -71,13 +71,17 @@ class ChangelogWriter:
     def records(self, result: BatchResult, clock_ms: int,
                 now_ms: int) -> list[OutboundRecord]:
         """The state records of a batch; also applies segment changes to the table."""
-        topic = self.accounts_topic
-        records = [OutboundRecord(topic, key.encode(), value, state.partition, None)
-                   for state in result.accounts.values()
-                   for key, value in state.records(clock_ms)]
+        records = self.account_records(result.accounts.values(), clock_ms)
         for partition in result.partitions:
             records += self._segments(partition, now_ms)
         return records
+
+    def account_records(self, states: Iterable[AccountState],
+                        clock_ms: int) -> list[OutboundRecord]:
+        """The records of these accounts' states (each whole, or in parts and then it)."""
+        topic = self.accounts_topic
+        return [OutboundRecord(topic, key.encode(), value, state.partition, None)
+                for state in states for key, value in state.records(clock_ms)]
 
     def _segments(self, partition: int, now_ms: int) -> list[OutboundRecord]:
         runtime = self.runtimes[partition]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -47,6 +48,8 @@ from streams.worker.metrics import DedupCutWatch, MetricsReporter, WorkerMetrics
 from streams.worker.order import WriteOrder
 from streams.worker.ownership import PartitionOwnership
 from streams.worker.redis_watch import RedisWatch, RedisWrites
+
+log = logging.getLogger(__name__)
 
 #: seconds between two publications of the worker's metrics
 METRICS_INTERVAL = 5.0
@@ -120,21 +123,37 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
         return {tp.partition for tp in app.consumer.assignment()
                 if tp.topic in _conductor(app).batch_topics}
 
+    accounts_topic, partitions_topic = changelog_topics
+    changelog = ChangelogWriter(app.producer.send, accounts_topic, partitions_topic, segments,
+                                runtimes, liveness,
+                                DedupCutWatch(metrics, settings.dedup_max_ids).observe)
+
+    def heal(partitions: set[int]) -> asyncio.Future[None] | None:
+        states = wiring.accounts.take_overtaken(partitions)
+        if not states:
+            return None
+        log.warning("partitions %s: %d accounts' newest changelog records are behind their "
+                    "state (a stalled worker's late writes): writing them again",
+                    sorted(partitions), len(states))
+        records = changelog.account_records(states, clock())
+
+        async def write() -> None:
+            if fence.may_write():
+                await changelog.persist([], records)
+
+        return order.then(write())
+
     ownership = PartitionOwnership(
         runtimes, accounts, segments, windows,
         lambda: RecentEventIds(settings.dedup_min_events,
                                int(settings.dedup_min_seconds * 1000), settings.dedup_max_ids),
-        clock, recovered, assigned, rewriter.rewrite, claim, lock)
+        clock, recovered, assigned, rewriter.rewrite, claim, heal, lock)
     decay = DecayTimer(runtimes, accounts, updates, clock, submit, lock, metrics)
     reporter = MetricsReporter(
         metrics, lambda batch: left_to_read(app.consumer, batch),
         lambda worker, snapshot: redis.hset(layout_writer.keys.worker_metrics, worker,
                                             snapshot),
         accounts)
-    accounts_topic, partitions_topic = changelog_topics
-    changelog = ChangelogWriter(app.producer.send, accounts_topic, partitions_topic, segments,
-                                runtimes, liveness,
-                                DedupCutWatch(metrics, settings.dedup_max_ids).observe)
     aggregator = BatchAggregator(wiring.topics, windows, settings.partitions, accounts,
                                  runtimes)
     step = BatchStep(ownership, aggregator, decay, changelog, updates, redis_writes.write,

@@ -79,6 +79,11 @@ class PartitionFence:
                         "dropped, and it writes again once the group has re-admitted it",
                         stalled, self.session_timeout_s)
 
+    def may_write(self) -> bool:
+        """May a write built now be sent (no stall since the group last admitted it)?"""
+        self.alive()
+        return self.generation() >= self._stale_below
+
     def current(self, fences: Mapping[int, tuple[int, int]]) -> bool:
         """May a write with these fences still be sent?"""
         self.alive()

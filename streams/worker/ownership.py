@@ -7,6 +7,9 @@ Responsible for:
   (streams/kafka/recovered.py; tests/test_recovered.py);
 * restoring the runtimes of newly owned partitions from the recovered tables, at the
   recovery signal or at their first batch, and then rewriting their layout in Redis;
+* writing again, after a restore, the accounts whose newest changelog record is behind
+  their state (a stalled previous owner's late send: `AccountTable.overtaken`), before
+  compaction keeps that record alone (tests/integration/test_fencing.py);
 * forgetting revoked partitions.
 
 The previous owner (or this worker, before a crash) may have written the changelog of
@@ -50,7 +53,8 @@ class PartitionOwnership:
                  windows: Windows, recent: Callable[[], RecentEventIds],
                  clock: Callable[[], int], recovered: Callable[[int], bool],
                  assigned: Callable[[], set[int]], rewrite: Rewrite,
-                 claim: Callable[[set[int]], object], lock: asyncio.Lock) -> None:
+                 claim: Callable[[set[int]], object], heal: Callable[[set[int]], object],
+                 lock: asyncio.Lock) -> None:
         self.runtimes = runtimes
         self.accounts = accounts
         self.segments = segments
@@ -61,6 +65,7 @@ class PartitionOwnership:
         self.assigned = assigned
         self.rewrite = rewrite
         self.claim = claim
+        self.heal = heal
         self.lock = lock
         self._rewrites: set[asyncio.Future[object]] = set()
 
@@ -101,8 +106,9 @@ class PartitionOwnership:
         return batch
 
     def restore(self, partitions: set[int]) -> None:
-        """Claim newly owned partitions, then rebuild their runtimes from the recovered
-        tables (a stalled previous owner's late writes are refused from here on)."""
+        """Claim newly owned partitions, rebuild their runtimes from the recovered
+        tables (a stalled previous owner's late writes are refused from here on), heal
+        their overtaken accounts' records, and rewrite their layout in Redis."""
         if not partitions:
             return
         self.claim(partitions)
@@ -121,6 +127,7 @@ class PartitionOwnership:
                                                self.windows, clock)
             log.info("partition %d: %d accounts, %d events counted so far",
                      p, len(accounts[p]), self.runtimes[p].progress.events)
+        self.heal(partitions)
         if any(accounts[p] or self.runtimes[p].progress.events or self.runtimes[p].progress.dlq
                for p in partitions):
             task = asyncio.ensure_future(self.rewrite(
