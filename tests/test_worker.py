@@ -134,6 +134,34 @@ def test_a_send_refused_for_good_stops_the_worker(caplog):
     assert "writing the changelog: the broker refuses a record for good" in caplog.text
 
 
+def test_a_send_that_faust_wraps_is_judged_by_the_client_error_inside(caplog):
+    """faust's producer.send raises ProducerSendError from aiokafka's error: a broker
+    away (KafkaTimeoutError while the record waits for metadata) is waited for, a record
+    refused for good still stops the worker."""
+    from faust.exceptions import ProducerSendError
+
+    def wrapped(error):
+        try:
+            raise ProducerSendError(f"Error while sending: {error!r}") from error
+        except ProducerSendError as exc:
+            return exc
+
+    failures = [wrapped(kafka_errors.KafkaTimeoutError())]
+
+    async def sleep(delay):
+        pass
+
+    async def step():
+        if failures:
+            raise failures.pop(0)
+        raise wrapped(kafka_errors.MessageSizeTooLargeError("5000000 bytes"))
+
+    with caplog.at_level(logging.WARNING), pytest.raises(ProducerSendError):
+        run(retrying("writing the changelog", step, sleep))
+    assert not failures, "the wrapped timeout was retried"
+    assert "the broker refuses a record for good (" in caplog.text
+
+
 # -- ChangelogWriter ----------------------------------------------------------------
 
 

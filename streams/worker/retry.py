@@ -22,6 +22,7 @@ from typing import Protocol, TypeVar
 
 import aiokafka.errors as kafka_errors
 import redis.asyncio as aioredis
+from faust.exceptions import ProducerSendError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,9 +46,19 @@ REFUSED_FOR_GOOD = (kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordTo
                     kafka_errors.InvalidTopicError, kafka_errors.UnsupportedForMessageFormatError)
 
 
+def unwrapped(exc: BaseException) -> BaseException:
+    """The client's own error where faust wraps it: `producer.send` raises
+    ProducerSendError from aiokafka's (a broker away: KafkaTimeoutError while the record
+    waits for metadata; test_outages.py caught it stopping the worker)."""
+    if isinstance(exc, ProducerSendError) and exc.__cause__ is not None:
+        return exc.__cause__
+    return exc
+
+
 def transient(exc: BaseException) -> bool:
     """An I/O failure worth waiting out: timeouts, sockets, Redis, Kafka clients; not a
     record the broker refuses for good."""
+    exc = unwrapped(exc)
     if isinstance(exc, (TimeoutError, OSError, aioredis.RedisError)):
         return True
     if isinstance(exc, REFUSED_FOR_GOOD):
@@ -73,9 +84,9 @@ async def retrying(what: str, step: Callable[[], Awaitable[T]],
             result = await step()
         except Exception as exc:
             if not transient(exc):
-                if isinstance(exc, REFUSED_FOR_GOOD):
+                if isinstance(unwrapped(exc), REFUSED_FOR_GOOD):
                     log.error("%s: the broker refuses a record for good (%s): stopping, "
-                              "as retrying cannot succeed", what, _shown(exc))
+                              "as retrying cannot succeed", what, _shown(unwrapped(exc)))
                 raise
             since = started if since is None else since
             if watcher is not None:
