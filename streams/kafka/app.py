@@ -4,8 +4,9 @@
   delivery (streams/kafka/transport.py; tests/test_app.py::test_the_app_uses_the_batch_transport).
 * Two changelog-backed tables hold the state: `account-state` (one record per account)
   and `partition-state` (dedup segments, each carrying the partition's counters and
-  watermarks). Records are written with an explicit partition, the partition of the
-  source records, so state partitions exactly like the input topics.
+  watermarks, and the chunks of its campaign series). Records are written with an
+  explicit partition, the partition of the source records, so state partitions exactly
+  like the input topics.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from faust.tables import TableManager
 from faust.types import TableT
 
 from streams.core.aggregate import Topics
+from streams.core.series import decode_partition_record
 from streams.core.state import (
     AccountRecord,
     AccountState,
     PartsAhead,
     decode_record,
-    decode_segment,
     is_part_key,
 )
 from streams.core.topics import ACCOUNT_TABLE, PARTITION_TABLE
@@ -81,13 +82,14 @@ class AccountTable(faust.Table):
 
 
 class SegmentCodec(codecs.Codec):
-    """Dedup segments with their partition progress: (partition, Segment, progress)."""
+    """Dedup segments with their partition progress, (partition, Segment, progress), and
+    campaign-series chunks (ChunkRecord)."""
 
     def _dumps(self, obj: Any) -> bytes:
         return bytes(obj)
 
     def _loads(self, s: bytes) -> Any:
-        return decode_segment(s)
+        return decode_partition_record(s)
 
 
 codecs.register("rankflow-utf8", Utf8Codec())
