@@ -3,8 +3,6 @@ replay, pruning at the span's edge, and restore from records."""
 
 import random
 
-from tests.helpers import NOW, TOPICS, Core, Log
-
 from streams.core.aggregate import BatchAggregator, restore_runtime
 from streams.core.dedup import RecentEventIds
 from streams.core.series import (
@@ -20,6 +18,7 @@ from streams.core.series import (
 )
 from streams.core.state import SLOT_VIEW, AccountState, decode_record
 from streams.core.windows import HOUR_MS, MINUTE_MS, VIEWS
+from tests.helpers import NOW, TOPICS, Core, Log
 
 MINUTE = NOW // MINUTE_MS
 
