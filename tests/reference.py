@@ -100,6 +100,23 @@ class Expected:
                 members[account_id] = self.index(account_id, window, clock)
         return members
 
+    def series(self, campaign: str, step: str, clock: int) -> dict[int, list[int]]:
+        """Bucket start ms -> [views, likes, uploads, distinct accounts] of the campaign's
+        tagged events, per minute over the last 24 h (`1m`) or per hour over 30 days
+        (`1h`) of the clock; buckets with no event absent."""
+        unit, span = {"1m": (MINUTE, 1440), "1h": (HOUR, 720)}[step]
+        cells: dict[int, list] = {}
+        for account_id, account in self.accounts.items():
+            for kind, event in account.events:
+                if event.campaign != campaign or event.ts // unit <= clock // unit - span:
+                    continue
+                cell = cells.setdefault(event.ts // unit * unit, [0, 0, 0, set()])
+                slot = {"view": 0, "like": 1, "upload": 2}.get(kind)
+                if slot is not None:
+                    cell[slot] += event.count  # type: ignore[attr-defined]
+                cell[3].add(account_id)
+        return {t: [v, lk, u, len(a)] for t, (v, lk, u, a) in cells.items()}
+
     def campaign(self, campaign: str, window: str, clock: int) -> list[int]:
         """[views, likes, uploads, accounts with a tagged event in the window]."""
         total = [0, 0, 0, 0]

@@ -258,9 +258,28 @@ def test_the_account_table_keeps_the_newer_state_and_marks_an_account_overtaken(
     table = create_app(Settings()).accounts
     table.apply_changelog_batch([record(5, 40), record(3, 20)])
     assert table.data["acct"].follows == 5
-    assert table.overtaken == {"acct"}
+    assert table.overtaken.keys == {"acct"}
     assert table.take_overtaken({2}) == []
     assert [s.follows for s in table.take_overtaken({1})] == [5]
-    assert table.overtaken == set()
+    assert table.overtaken.keys == set()
     table.apply_changelog_batch([record(3, 20), record(6, 41)])
-    assert table.data["acct"].follows == 6 and table.overtaken == set()
+    assert table.data["acct"].follows == 6 and table.overtaken.keys == set()
+
+
+def test_the_partition_table_keeps_the_newer_series_chunk():
+    from faust.serializers import codecs
+
+    from streams.core.series import ChunkRecord, encode_chunk
+
+    def record(views: int, offset: int):
+        value = encode_chunk(ChunkRecord(1, "spring", 0, 600, {600: [views, 0, 0]},
+                                         [offset, -1, -1, -1, -1, -1]))
+        return SimpleNamespace(key="1:series:spring:1m:600",
+                               value=codecs.loads("rankflow-segment", value),
+                               message=SimpleNamespace(value=value, partition=1))
+
+    table = create_app(Settings()).partitions
+    table.apply_changelog_batch([record(9, 40), record(5, 20)])
+    assert table.data["1:series:spring:1m:600"].cells == {600: [9, 0, 0]}
+    assert [c.cells for c in table.take_overtaken({1})] == [{600: [9, 0, 0]}]
+    assert table.overtaken.keys == set()

@@ -18,6 +18,7 @@ from streams.core.state import (
     StatePart,
     accounts_of,
     decode_record,
+    encode_segment,
     is_behind,
     supersedes,
 )
@@ -107,3 +108,19 @@ def test_a_late_segment_of_the_previous_owner_neither_carries_progress_nor_hides
     assert runtime.progress.seq == 7 + 2 * SEQ_GAP
     assert runtime.recent.first_seen("e8") == source_ref(0, 8)
     assert runtime.recent.first_seen("e9") == source_ref(0, 9)
+
+
+def test_a_late_series_chunk_does_not_replace_the_newer_one():
+    """Chunks carry their applied offsets like accounts: a late one behind the chunk
+    read before it is not kept by `rankflow rebuild`; a segment always replaces."""
+    from streams.core.series import ChunkRecord, chunk_supersedes, encode_chunk
+
+    def chunk(views: int, offset: int) -> bytes:
+        return encode_chunk(ChunkRecord(3, "spring", 0, 29_500_000, {29_500_000: [views, 0, 0]},
+                                        [offset, -1, -1, -1, -1, -1]))
+
+    assert not chunk_supersedes(chunk(9, 40), chunk(5, 20))
+    assert chunk_supersedes(chunk(5, 20), chunk(9, 40))
+    assert chunk_supersedes(chunk(9, 40), chunk(9, 40))
+    segment = encode_segment(3, Segment.of(0, NOW, [], 0), [], PartitionProgress(3))
+    assert chunk_supersedes(segment, segment)

@@ -117,6 +117,9 @@ def test_counts_a_batch_far_ahead_of_the_clock_grew_are_pruned_before_they_are_w
 
 def test_records_of_the_previous_format_are_read():
     state = busy_account(2)
-    v2 = orjson.loads(state.encode())[:9]
-    v2[0] = 2
+    v4 = orjson.loads(state.encode())
+    campaigns = {name: counts for name, (counts, _activity) in v4[7].items()}
+    v2 = [2, *v4[1:7], campaigns, v4[8]]
     assert AccountState.decode(orjson.dumps(v2)) == state
+    v3 = [3, *v4[1:7], campaigns, *v4[8:]]
+    assert AccountState.decode(orjson.dumps(v3)) == state

@@ -49,6 +49,7 @@ from streams.api.models import (
     Around,
     Campaign,
     CampaignHistory,
+    CampaignSeries,
     Error,
     Health,
     Leaderboard,
@@ -314,6 +315,19 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
         found = STEPS[step].points(ring or b"", now_ms())
         return AccountHistory(account_id=account_id, window=window, board=board, step=step,
                               points=[list(p) for p in found])
+
+    @api.get("/api/campaigns/{campaign}/series", response_model=CampaignSeries,
+             responses=ERRORS)
+    async def campaign_series(
+            campaign: Identifier,
+            step: Annotated[str, Query(pattern="^(1m|1h)$", description=(
+                "1m: per minute over the last 24 hours; 1h: per hour over 30 days"))] = "1m",
+    ) -> CampaignSeries:
+        """A campaign's views, likes, uploads and distinct accounts per bucket, in event
+        time, as the workers wrote them (the same from every API process)."""
+        if not await client.exists(keys.campaign(campaign)):
+            raise HTTPException(404, f"no campaign {campaign}")
+        return await reader.series(campaign, step)
 
     @api.get("/api/campaigns/{campaign}/history", response_model=CampaignHistory,
              responses=ERRORS)

@@ -83,6 +83,21 @@ class AccountHistory(BaseModel):
         "100, oldest first")
 
 
+class SeriesPoint(BaseModel):
+    t: int = Field(description="bucket start, epoch ms (event time)")
+    views: int
+    likes: int
+    uploads: int
+    accounts: int = Field(description="distinct accounts with a campaign-tagged event")
+
+
+class CampaignSeries(BaseModel):
+    campaign: str
+    step: str = Field(description="1m (the last 24 hours) or 1h (the last 30 days)")
+    points: list[SeriesPoint] = Field(
+        description="ascending t; buckets with no event are left out")
+
+
 class CampaignHistory(BaseModel):
     campaign: str
     window: str

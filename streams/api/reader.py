@@ -18,11 +18,14 @@ from streams.api.models import (
     Around,
     BoardRank,
     Campaign,
+    CampaignSeries,
     CampaignWindow,
     Entry,
     Leaderboard,
+    SeriesPoint,
     WindowMetrics,
 )
+from streams.core.series import SPANS, STEP_INDEX, UNITS
 from streams.core.windows import Windows
 from streams.ops.connections import is_cluster
 from streams.sink.keys import RedisKeys
@@ -167,6 +170,29 @@ class BoardReader:
         return Account(account_id=account_id, name=data.get("name"),
                        category=data.get("category"), fans=int(data.get("fans", 0)),
                        windows=windows, ranks=ranks)
+
+    async def series(self, campaign: str, step: str) -> CampaignSeries:
+        """A campaign's series: the partitions' shares summed per bucket, the buckets in
+        the span of the clock in `meta` (older cells linger until their chunk leaves:
+        streams/core/series.py), ascending."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(self.keys.meta, "clock")
+        pipe.hgetall(self.keys.series(campaign, step))
+        clock, cells = await pipe.execute()
+        index = STEP_INDEX[step]
+        unit = UNITS[index]
+        first = (int(clock or 0) // unit - SPANS[index] + 1) * unit
+        sums: dict[int, list[int]] = {}
+        for name, value in cells.items():
+            bucket_ms = int(name.partition(":")[0])
+            if bucket_ms < first:
+                continue
+            found = sums.setdefault(bucket_ms, [0, 0, 0, 0])
+            for i, part in enumerate(value.split(",")):
+                found[i] += int(part)
+        points = [SeriesPoint(t=t, views=v, likes=lk, uploads=u, accounts=a)
+                  for t, (v, lk, u, a) in sorted(sums.items())]
+        return CampaignSeries(campaign=campaign, step=step, points=points)
 
     async def campaign(self, campaign: str, top: int) -> Campaign | None:
         data: dict[str, str] = await self.client.hgetall(  # type: ignore[assignment]

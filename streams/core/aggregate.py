@@ -29,8 +29,17 @@ from streams.core.ingest import (
 from streams.core.ingest import partition_for as default_partition_for
 from streams.core.periods import DAY_MS
 from streams.core.scoring import account_view
+from streams.core.series import (
+    ChunkRecord,
+    SeriesBook,
+    SeriesChanges,
+    first_kept,
+    mark_active,
+    new_activity,
+)
 from streams.core.state import (
     KIND_SLOTS,
+    METRIC_OF_KIND,
     SLOT_ACCOUNTS,
     SLOT_REKEYED,
     AccountProfile,
@@ -100,6 +109,7 @@ class PartitionRuntime:
 
     progress: PartitionProgress
     recent: RecentEventIds
+    series: SeriesBook
     campaigns: CampaignTotals = field(default_factory=CampaignTotals)
     schedule: DecaySchedule = field(default_factory=DecaySchedule)
 
@@ -112,12 +122,14 @@ class BatchResult:
     #: accounts that received a profile or tombstone in this batch
     profiles: set[str] = field(default_factory=set)
     partitions: set[int] = field(default_factory=set)
+    #: partition -> what the batch changed in its campaign series
+    series: dict[int, SeriesChanges] = field(default_factory=dict)
     counted: int = 0
     dead_lettered: int = 0
 
 
 def new_runtime(partition: int, recent: RecentEventIds) -> PartitionRuntime:
-    return PartitionRuntime(PartitionProgress(partition), recent)
+    return PartitionRuntime(PartitionProgress(partition), recent, SeriesBook(partition))
 
 
 def restore_runtime(
@@ -127,6 +139,7 @@ def restore_runtime(
     accounts: Iterable[AccountState],
     windows: Windows,
     clock_ms: int,
+    chunks: Iterable[ChunkRecord] = (),
 ) -> PartitionRuntime:
     """Rebuild a partition's runtime from its changelog records."""
     progress = PartitionProgress(partition)
@@ -140,8 +153,10 @@ def restore_runtime(
     # late segments (seqs just past it) never replace this owner's (test_fencing.py)
     progress.seq = max([0, *(s.seq + SEQ_GAP for s in kept)])
     recent.restore(kept)
-    runtime = PartitionRuntime(progress, recent)
     clock_ms = max(clock_ms, progress.clock)
+    accounts = list(accounts)
+    runtime = PartitionRuntime(progress, recent, SeriesBook.restore(
+        partition, chunks, accounts, clock_ms))
     for state in accounts:
         runtime.schedule.add_all(state.due_times(clock_ms), state.account_id)
         if state.campaigns:
@@ -181,8 +196,9 @@ class BatchAggregator:
         self.runtimes = runtimes
         self._slots = topics.slot_of()
         self._floors = bucket_floors(0)
-        #: per resolution (minute, hour, day), the first time whose bucket is kept
-        self._kept_from = (0, 0, 0)
+        #: per resolution (minute, hour, day), the first time whose bucket is kept; then
+        #: the first minute and hour the campaign series keep (streams/core/series.py)
+        self._kept_from = (0, 0, 0, 0, 0)
         #: (account, kind, campaign, fixed windows, finest kept bucket) ->
         #: [count, events, a ts, partition] of this batch's events, applied at its end
         self._coalesced: dict[tuple[Any, ...], list[int]] = {}
@@ -196,25 +212,54 @@ class BatchAggregator:
         """Apply a batch, records by (topic, partition); `clock_ms` (the clock before it)
         decides which buckets to keep."""
         self._floors = floors = bucket_floors(clock_ms)
+        series_minute, series_hour = first_kept(clock_ms)
         self._kept_from = ((floors[0] + 1) * MINUTE_MS, (floors[1] + 1) * HOUR_MS,
-                           (floors[2] + 1) * DAY_MS)
+                           (floors[2] + 1) * DAY_MS, series_minute * MINUTE_MS,
+                           series_hour * HOUR_MS)
         result = BatchResult()
+        partitions = {partition for (_, partition), batch in records.items() if batch}
+        for partition in partitions:
+            self.runtimes[partition].series.begin(clock_ms)
         for (topic, partition), batch in records.items():
             if batch:
                 self._process_partition(topic, partition, batch, result)
         self._apply_coalesced()
+        for partition in partitions:
+            result.series[partition] = self.runtimes[partition].series.finish()
         return result
 
     def _apply_coalesced(self) -> None:
         floors = self._floors
         accounts = self.accounts
         runtimes = self.runtimes
-        for (account_id, kind, campaign, fixed, _), (count, n, ts, partition) in \
-                self._coalesced.items():
-            opened = accounts[account_id].add(kind, count, ts, fixed, campaign, floors, n)
+        for (account_id, kind, campaign, fixed, bucket, new_to_series), \
+                (count, n, ts, partition) in self._coalesced.items():
+            state = accounts[account_id]
+            opened = state.add(kind, count, ts, fixed, campaign, floors, n)
             if opened:
                 runtimes[partition].schedule.add_all(opened, account_id)
+            if campaign is not None and bucket & 3 < 2:  # a minute or hour the series keep
+                self._series(state, runtimes[partition].series, kind, campaign, count, ts,
+                             bucket, new_to_series)
         self._coalesced.clear()
+
+    @staticmethod
+    def _series(state: AccountState, series: SeriesBook, kind: str, campaign: str,
+                count: int, ts: int, bucket: int, new_to_series: bool) -> None:
+        """A group's share of the campaign series: its account's activity (each bit
+        flipped is one more distinct account), and its counts when no chunk has them."""
+        minute = bucket >> 2 if bucket & 3 == 0 else None
+        hour = ts // HOUR_MS
+        activity = state.activity.get(campaign)
+        if activity is None:
+            activity = state.activity[campaign] = new_activity()
+        if minute is not None and mark_active(activity, 0, minute):
+            series.account_active(campaign, 0, minute)
+        if mark_active(activity, 1, hour):
+            series.account_active(campaign, 1, hour)
+        metric = METRIC_OF_KIND.get(kind)
+        if new_to_series and metric is not None:
+            series.add(campaign, metric, count, minute, hour)
 
     def _process_partition(self, topic: str, partition: int, batch: Sequence[FetchedRecord],
                            result: BatchResult) -> None:
@@ -223,6 +268,7 @@ class BatchAggregator:
         progress = runtime.progress
         watermark = progress.watermarks[slot]
         result.partitions.add(partition)
+        runtime.series.saw(slot, batch[-1].offset)
         if kind is not None:
             self._events(topic, batch, slot, kind, watermark, runtime, result)
         else:
@@ -253,6 +299,7 @@ class BatchAggregator:
         placements, place = self._placements, self._place
         counted, clock = 0, progress.clock
         tolerance = FUTURE_TOLERANCE_MS
+        series_high = runtime.series.high
         for record in batch:
             offset = record.offset
             fresh = offset > watermark
@@ -283,7 +330,12 @@ class BatchAggregator:
             applied = state.applied
             if offset > applied[slot]:
                 applied[slot] = offset
-                coalesce(account_id, kind, campaign, ts, count, partition)
+                if campaign is None or offset > series_high[slot]:
+                    coalesce(account_id, kind, campaign, ts, count, partition)
+                else:
+                    self._replayed(account_id, kind, campaign, ts, count, runtime, slot, offset)
+            elif campaign is not None:
+                self._series_replayed(kind, campaign, ts, count, runtime, slot, offset)
         progress.events += counted
         result.counted += counted
         progress.clock = max(progress.clock, clock)
@@ -296,23 +348,40 @@ class BatchAggregator:
             account_id.encode(), default_partition_for(account_id, self.n_partitions))
         return placed
 
+    def _replayed(self, account_id: str, kind: EventKind, campaign: str, ts: int, count: int,
+                  runtime: PartitionRuntime, slot: int, offset: int) -> None:
+        """An event new to its account that a series chunk may hold already (a replay):
+        the account takes it, each chunk decides by its own offsets."""
+        self._coalesce(account_id, kind, campaign, ts, count, runtime.progress.partition,
+                       False)
+        self._series_replayed(kind, campaign, ts, count, runtime, slot, offset)
+
+    @staticmethod
+    def _series_replayed(kind: str, campaign: str, ts: int, count: int,
+                         runtime: PartitionRuntime, slot: int, offset: int) -> None:
+        metric = METRIC_OF_KIND.get(kind)
+        if metric is not None:
+            runtime.series.add_replayed(campaign, metric, count, ts, slot, offset)
+
     def _coalesce(self, account_id: str, kind: EventKind, campaign: str | None, ts: int,
-                  count: int, partition: int) -> None:
+                  count: int, partition: int, new_to_series: bool = True) -> None:
         """Add an event to its group: events that land in the same kept buckets and fixed
         windows change the state alike, so each group is applied once (`_apply_coalesced`).
+        Campaign events keep the minute, or the hour, as long as the series keep it.
         """
-        minute_from, hour_from, day_from = self._kept_from
+        minute_from, hour_from, day_from, series_minute_from, series_hour_from = \
+            self._kept_from
         # the finest kept bucket decides the coarser ones: one int names it
-        if ts >= minute_from:
+        if ts >= minute_from or (campaign is not None and ts >= series_minute_from):
             bucket = ts // MINUTE_MS * 4
-        elif ts >= hour_from:
+        elif ts >= hour_from or (campaign is not None and ts >= series_hour_from):
             bucket = ts // HOUR_MS * 4 + 1
         elif ts >= day_from:
             bucket = ts // DAY_MS * 4 + 2
         else:
             bucket = 3
         fixed = self._all_only or self.windows.fixed_containing(ts)
-        group = (account_id, kind, campaign, fixed, bucket)
+        group = (account_id, kind, campaign, fixed, bucket, new_to_series)
         sums = self._coalesced.get(group)
         if sums is None:
             self._coalesced[group] = [count, 1, ts, partition]
@@ -432,11 +501,19 @@ class BatchAggregator:
             result.counted += 1
             if event.ts > progress.clock:
                 progress.clock = event.ts
+        campaign = event.campaign
         if offset <= state.applied[slot]:
+            if campaign is not None:
+                self._series_replayed(kind, campaign, event.ts, event.count, runtime, slot,
+                                      offset)
             return
         state.applied[slot] = offset
-        self._coalesce(event.account_id, kind, event.campaign, event.ts, event.count,
-                       progress.partition)
+        if campaign is None or offset > runtime.series.high[slot]:
+            self._coalesce(event.account_id, kind, campaign, event.ts, event.count,
+                           progress.partition)
+        else:
+            self._replayed(event.account_id, kind, campaign, event.ts, event.count, runtime,
+                           slot, offset)
 
     def _duplicate(self, record: SourceRecord, event_id: str, seen: int, fresh: bool,
                    progress: PartitionProgress, result: BatchResult,

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -37,9 +38,10 @@ from streams.core.dedup import Entry, Segment
 from streams.core.windows import LIKES, RECORD, UPLOADS, VIEWS, WindowedCounts
 
 UNKNOWN_CATEGORY = "unknown"
-#: the format of account-state changelog records (2: the same, never in parts)
-STATE_VERSION = 3
-READABLE_VERSIONS = (2, 3)
+#: the format of account-state changelog records (2: never in parts; 3: no campaign
+#: activity, streams/core/series.py)
+STATE_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
 #: the first element of a part record (an account record begins with its version)
 PART_MARK = "part"
 #: every changelog record rankflow writes stays under this many bytes: Kafka's default
@@ -88,6 +90,9 @@ class AccountState:
     #: account records written with their campaigns in parts: the parity of the part
     #: keys the newest one names (see `records`)
     split_writes: int = 0
+    #: campaign -> its active minutes and hours, `[newest minute, bits, newest hour,
+    #: bits]` (streams/core/series.py: the series' distinct accounts)
+    activity: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def listed(self) -> bool:
@@ -145,7 +150,7 @@ class AccountState:
            whole (tests/test_state_records.py).
         """
         self._prune_grown(clock_ms)
-        campaigns = {name: counts.to_list() for name, counts in self.campaigns.items()}
+        campaigns = self._campaign_entries()
         whole = self._encode(campaigns, 0)
         if len(whole) <= RECORD_LIMIT:
             return [(self.account_id, whole)]
@@ -160,7 +165,14 @@ class AccountState:
 
     def encode(self) -> bytes:
         """The account as one record (tests and tools; the worker writes `records`)."""
-        return self._encode({name: c.to_list() for name, c in self.campaigns.items()}, 0)
+        return self._encode(self._campaign_entries(), 0)
+
+    def _campaign_entries(self) -> dict[str, list[object]]:
+        """Campaign -> [its counts, its activity with the bits in hex] (orjson writes no
+        int past 64 bits)."""
+        activity = self.activity
+        return {name: [counts.to_list(), _activity_text(activity.get(name))]
+                for name, counts in self.campaigns.items()}
 
     def _prune_grown(self, clock_ms: int) -> None:
         if len(self.counts.data) > PRUNE_BEYOND:
@@ -169,7 +181,7 @@ class AccountState:
             if len(counts.data) > PRUNE_BEYOND:
                 counts.prune(clock_ms)
 
-    def _encode(self, campaigns: dict[str, list[int]], parts: int) -> bytes:
+    def _encode(self, campaigns: Mapping[str, list[object]], parts: int) -> bytes:
         profile = self.profile
         return orjson.dumps([
             STATE_VERSION,
@@ -204,7 +216,8 @@ class StatePart:
 
     account_id: str
     split_writes: int
-    campaigns: dict[str, list[int]]
+    campaigns: dict[str, list[object]]
+    version: int = STATE_VERSION
     #: the `applied` of the account record it belongs to (None: written before parts
     #: carried it)
     applied: array[int] | None = None
@@ -230,8 +243,8 @@ def is_part_key(key: str) -> bool:
 def decode_record(data: bytes) -> AccountRecord | StatePart:
     record = orjson.loads(data)
     if record[0] == PART_MARK:
-        _mark, _v, account_id, split_writes, campaigns, *applied = record
-        return StatePart(account_id, split_writes, campaigns,
+        _mark, version, account_id, split_writes, campaigns, *applied = record
+        return StatePart(account_id, split_writes, campaigns, version,
                          array("q", applied[0]) if applied else None)
     if record[0] not in READABLE_VERSIONS:
         raise StateFormatError(
@@ -244,16 +257,37 @@ def decode_record(data: bytes) -> AccountRecord | StatePart:
      applied, split_writes, parts) = record
     if profile:  # categories repeat across accounts: keep one copy of each
         profile = AccountProfile(profile[0], sys.intern(profile[1]), profile[2])
-    return AccountRecord(AccountState(account_id, partition, profile, seen, follows,
-                                      WindowedCounts.from_list(counts),
-                                      _campaigns(campaigns), array("q", applied),
-                                      split_writes), parts)
+    state = AccountState(account_id, partition, profile, seen, follows,
+                         WindowedCounts.from_list(counts), {}, array("q", applied),
+                         split_writes)
+    _add_campaigns(state, campaigns, record[0])
+    return AccountRecord(state, parts)
 
 
-def is_behind(current: array[int], incoming: array[int]) -> bool:
+def is_behind(current: Sequence[int], incoming: Sequence[int]) -> bool:
     """Was a record with `incoming` applied offsets built before one with `current`?
     (No slot further, one slot short: `applied` only grows.)"""
-    return incoming != current and all(i <= c for i, c in zip(incoming, current, strict=True))
+    return any(i < c for i, c in zip(incoming, current, strict=True)) and all(
+        i <= c for i, c in zip(incoming, current, strict=True))
+
+
+class Overtaken:
+    """The keys whose newest record read is behind the state it would have replaced: a
+    stalled worker's late send. Such a record is not applied, and its key is marked
+    until a newer record is read or the owner writes the state again (compaction would
+    keep the late record alone: tests/integration/test_fencing.py)."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+
+    def admits(self, key: str, current: Sequence[int] | None,
+               incoming: Sequence[int] | None) -> bool:
+        """Apply a record of `key` with `incoming` applied offsets over `current`?"""
+        if current is not None and incoming is not None and is_behind(current, incoming):
+            self.keys.add(key)
+            return False
+        self.keys.discard(key)
+        return True
 
 
 def applied_of(record: AccountRecord | StatePart) -> array[int] | None:
@@ -277,7 +311,7 @@ def assemble(record: AccountRecord, parts: Mapping[str, StatePart]) -> AccountSt
             found = "missing" if part is None else f"of write {part.split_writes}"
             raise StateFormatError(f"account {state.account_id!r}: part {key!r} of write "
                                    f"{state.split_writes} is {found}")
-        state.campaigns.update(_campaigns(part.campaigns))
+        _add_campaigns(state, part.campaigns, part.version)
     return state
 
 
@@ -312,13 +346,31 @@ def accounts_of(latest: Mapping[str, bytes]) -> dict[str, AccountState]:
             if isinstance(r, AccountRecord)}
 
 
-def _campaigns(campaigns: Mapping[str, list[int]]) -> dict[str, WindowedCounts]:
-    return {sys.intern(name): WindowedCounts.from_list(c) for name, c in campaigns.items()}
+def _add_campaigns(state: AccountState, campaigns: Mapping[str, Any], version: int) -> None:
+    """A record's campaign entries into the state: counts (before version 4, all there
+    is), or [counts, activity]."""
+    for name, entry in campaigns.items():
+        name = sys.intern(name)
+        if version < 4:
+            state.campaigns[name] = WindowedCounts.from_list(entry)
+            continue
+        counts, activity = entry
+        state.campaigns[name] = WindowedCounts.from_list(counts)
+        if activity:
+            minute, minute_bits, hour, hour_bits = activity
+            state.activity[name] = [minute, int(minute_bits, 16), hour, int(hour_bits, 16)]
 
 
-def _packed(campaigns: Mapping[str, list[int]]) -> list[dict[str, list[int]]]:
+def _activity_text(activity: list[int] | None) -> list[object]:
+    if activity is None:
+        return []
+    minute, minute_bits, hour, hour_bits = activity
+    return [minute, format(minute_bits, "x"), hour, format(hour_bits, "x")]
+
+
+def _packed(campaigns: Mapping[str, list[object]]) -> list[dict[str, list[object]]]:
     """Campaigns in parts of at most PART_BUDGET bytes each, in their order."""
-    parts: list[dict[str, list[int]]] = [{}]
+    parts: list[dict[str, list[object]]] = [{}]
     size = 0
     for name, counts in campaigns.items():
         entry = len(name) + len(orjson.dumps(counts)) + 4  # "name":[...],

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from streams.core.aggregate import PartitionRuntime
 from streams.core.scoring import AccountView, ScoringConfig, account_view
+from streams.core.series import Cell
 from streams.core.state import AccountState
 from streams.core.windows import Windows
 
@@ -42,6 +43,8 @@ class BoardUpdate:
     now_ms: int
     #: the owner stamp of every partition the update writes for
     fences: Fences = field(default_factory=dict)
+    #: partition -> its campaign-series cells to write (streams/core/series.py)
+    series: dict[int, list[Cell]] = field(default_factory=dict)
 
 
 class BoardUpdates:
@@ -55,9 +58,11 @@ class BoardUpdates:
         self.stamp = stamp
 
     def of(self, states: Iterable[AccountState], profiles: set[str],
-           partitions: Iterable[int], clock: int, now_ms: int) -> BoardUpdate:
+           partitions: Iterable[int], clock: int, now_ms: int,
+           series: Mapping[int, list[Cell]] | None = None) -> BoardUpdate:
         """Score the accounts at `clock`, fold them into campaign totals (the campaigns
-        that changed travel along), with the named partitions' counters."""
+        that changed travel along), with the named partitions' counters and their
+        series cells."""
         views = [account_view(state, self.windows, clock, self.scoring) for state in states]
         campaigns: dict[tuple[int, str], CampaignSums] = {}
         for view in views:
@@ -67,32 +72,43 @@ class BoardUpdates:
                     window: list(sums) for window, sums in totals.totals[campaign].items()}
         counters = {p: (self.runtimes[p].progress.events, self.runtimes[p].progress.dlq)
                     for p in partitions}
-        written = {v.partition for v in views} | counters.keys() | {p for p, _ in campaigns}
+        cells = {p: c for p, c in (series or {}).items() if c}
+        written = ({v.partition for v in views} | counters.keys() | {p for p, _ in campaigns}
+                   | cells.keys())
         return BoardUpdate(views, profiles, campaigns, counters, clock, now_ms,
-                           self.stamp(sorted(written)))
+                           self.stamp(sorted(written)), cells)
 
     def totals(self, clock: int, now_ms: int) -> BoardUpdate:
-        """Every owned partition's campaign totals and counters, whole."""
+        """Every owned partition's campaign totals, counters and series, whole."""
         campaigns = {(p, c): {w: list(sums) for w, sums in totals.items()}
                      for p, runtime in self.runtimes.items()
                      for c, totals in runtime.campaigns.totals.items()}
         # every owned partition is among the counters', so the stamp covers the totals
-        return replace(self.of([], set(), self.runtimes, clock, now_ms), campaigns=campaigns)
+        series = {p: runtime.series.all_cells() for p, runtime in self.runtimes.items()}
+        return replace(self.of([], set(), self.runtimes, clock, now_ms, series),
+                       campaigns=campaigns)
 
 
 #: campaign entries (an account's standing in one campaign) per chunk at most
 CHUNK_CAMPAIGNS = 1_000
+#: campaign-series cells per chunk at most (a restored partition rewrites all of its)
+CHUNK_CELLS = 2_000
 
 
 def in_chunks(update: BoardUpdate, accounts: int,
-              campaigns: int = CHUNK_CAMPAIGNS) -> list[BoardUpdate]:
-    """The update as updates of at most `accounts` accounts and `campaigns` campaign
-    entries each, the campaign totals and counters in the last one (the writer writes
-    `meta` last: it says "done"). Bounds the longest single Redis call, so a socket
-    timeout never fires on a legitimate write. An account in more campaigns goes in
-    several, each with a share of them: its own fields and boards, absolute values, are
-    written with each (tests/test_worker.py)."""
+              campaigns: int = CHUNK_CAMPAIGNS, cells: int = CHUNK_CELLS) -> list[BoardUpdate]:
+    """The update as updates of at most `accounts` accounts, `campaigns` campaign
+    entries and `cells` series cells each, the campaign totals and counters in the last
+    one (the writer writes `meta` last: it says "done"). Bounds the longest single Redis
+    call, so a socket timeout never fires on a legitimate write. An account in more
+    campaigns goes in several, each with a share of them: its own fields and boards,
+    absolute values, are written with each (tests/test_worker.py)."""
     views = update.views
+    if sum(map(len, update.series.values())) > cells:
+        pieces = _cell_pieces(update.series, cells)
+        first = in_chunks(replace(update, series=pieces[-1]), accounts, campaigns, cells)
+        return [replace(update, views=[], campaigns={}, partitions={}, series=piece)
+                for piece in pieces[:-1]] + first
     if len(views) <= accounts and sum(len(v.campaigns) for v in views) <= campaigns:
         return [update]
     chunks: list[list[AccountView]] = [[]]
@@ -104,9 +120,26 @@ def in_chunks(update: BoardUpdate, accounts: int,
             entries = 0
         chunks[-1].append(piece)
         entries += len(piece.campaigns)
-    parts = [replace(update, views=chunk, campaigns={}, partitions={}) for chunk in chunks]
-    parts[-1] = replace(parts[-1], campaigns=update.campaigns, partitions=update.partitions)
+    parts = [replace(update, views=chunk, campaigns={}, partitions={}, series={})
+             for chunk in chunks]
+    parts[-1] = replace(parts[-1], campaigns=update.campaigns, partitions=update.partitions,
+                        series=update.series)
     return parts
+
+
+def _cell_pieces(series: Mapping[int, list[Cell]], cells: int) -> list[dict[int, list[Cell]]]:
+    """Series cells, partition by partition, in pieces of at most `cells`."""
+    pieces: list[dict[int, list[Cell]]] = [{}]
+    size = 0
+    for partition, found in series.items():
+        for start in range(0, len(found), cells):
+            part = found[start:start + cells]
+            if size + len(part) > cells:
+                pieces.append({})
+                size = 0
+            pieces[-1].setdefault(partition, []).extend(part)
+            size += len(part)
+    return pieces
 
 
 def _shares(view: AccountView, campaigns: int) -> list[AccountView]:

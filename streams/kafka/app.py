@@ -4,8 +4,9 @@
   delivery (streams/kafka/transport.py; tests/test_app.py::test_the_app_uses_the_batch_transport).
 * Two changelog-backed tables hold the state: `account-state` (one record per account)
   and `partition-state` (dedup segments, each carrying the partition's counters and
-  watermarks). Records are written with an explicit partition, the partition of the
-  source records, so state partitions exactly like the input topics.
+  watermarks, and the chunks of its campaign series). Records are written with an
+  explicit partition, the partition of the source records, so state partitions exactly
+  like the input topics.
 """
 
 from __future__ import annotations
@@ -19,18 +20,17 @@ from typing import Any, ClassVar
 import faust
 from faust.serializers import codecs
 from faust.tables import TableManager
-from faust.types import TableT
 
 from streams.core.aggregate import Topics
+from streams.core.series import ChunkRecord, decode_partition_record
 from streams.core.state import (
     AccountRecord,
     AccountState,
+    Overtaken,
     PartsAhead,
     StatePart,
     applied_of,
     decode_record,
-    decode_segment,
-    is_behind,
     is_part_key,
 )
 from streams.core.topics import ACCOUNT_TABLE, PARTITION_TABLE
@@ -65,16 +65,14 @@ class AccountTable(faust.Table):
     part records read before it (streams/core/state.py; tests/test_app.py).
 
     A record behind the account's state (`is_behind`) is not applied: a stalled worker
-    sent it after the new owner's. When such a record is the last read of its account,
-    the account is `overtaken`: the newest record of its key is no longer its state,
-    and compaction would keep that one, so the owner writes the account again
-    (streams/worker/ownership.py; tests/integration/test_fencing.py).
+    sent it after the new owner's; its account is marked `overtaken`, for the owner to
+    write again (streams/worker/ownership.py; tests/integration/test_fencing.py).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ahead = PartsAhead()
-        self.overtaken: set[str] = set()
+        self.overtaken = Overtaken()
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         self.data.apply_changelog_batch(self._accounts(batch), to_key=self._to_key,
@@ -87,12 +85,9 @@ class AccountTable(faust.Table):
                 value.state.account_id if isinstance(value, AccountRecord) else None)
             if account_id is not None:
                 current = self.data.get(account_id)
-                applied = applied_of(value)
-                if current is not None and applied is not None and is_behind(
-                        current.applied, applied):
-                    self.overtaken.add(account_id)
+                if not self.overtaken.admits(account_id, current and current.applied,
+                                             applied_of(value)):
                     continue
-                self.overtaken.discard(account_id)
             if is_part_key(event.key):
                 self.ahead.hold(event.key, value)
             else:
@@ -103,21 +98,54 @@ class AccountTable(faust.Table):
 
     def take_overtaken(self, partitions: set[int]) -> list[AccountState]:
         """The overtaken accounts of these partitions, no longer marked."""
-        found = [state for account_id in self.overtaken
+        found = [state for account_id in self.overtaken.keys
                  if (state := self.data.get(account_id)) is not None
                  and state.partition in partitions]
-        self.overtaken.difference_update(state.account_id for state in found)
+        self.overtaken.keys.difference_update(state.account_id for state in found)
         return found
 
 
+class PartitionTable(faust.Table):
+    """The partition-state table: dedup segments, and campaign-series chunks, which like
+    accounts carry their applied offsets: a chunk record behind the chunk's state is not
+    applied, and the chunk is marked `overtaken` (as in AccountTable)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.overtaken = Overtaken()
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        self.data.apply_changelog_batch(self._current(batch), to_key=self._to_key,
+                                        to_value=self._to_value)
+
+    def _current(self, batch: Iterable[Any]) -> Iterator[Any]:
+        for event in batch:
+            if isinstance(event.value, ChunkRecord):
+                current = self.data.get(event.key)
+                if not self.overtaken.admits(
+                        event.key, current.applied if isinstance(current, ChunkRecord)
+                        else None, event.value.applied):
+                    continue
+            yield event
+
+    def take_overtaken(self, partitions: set[int]) -> list[ChunkRecord]:
+        """The overtaken chunks of these partitions, no longer marked."""
+        found = {key: chunk for key in self.overtaken.keys
+                 if isinstance(chunk := self.data.get(key), ChunkRecord)
+                 and chunk.partition in partitions}
+        self.overtaken.keys.difference_update(found)
+        return list(found.values())
+
+
 class SegmentCodec(codecs.Codec):
-    """Dedup segments with their partition progress: (partition, Segment, progress)."""
+    """Dedup segments with their partition progress, (partition, Segment, progress), and
+    campaign-series chunks (ChunkRecord)."""
 
     def _dumps(self, obj: Any) -> bytes:
         return bytes(obj)
 
     def _loads(self, s: bytes) -> Any:
-        return decode_segment(s)
+        return decode_partition_record(s)
 
 
 codecs.register("rankflow-utf8", Utf8Codec())
@@ -154,7 +182,7 @@ class Wiring:
     topics: Topics
     sources: RankflowTopic
     accounts: AccountTable
-    partitions: TableT
+    partitions: PartitionTable
 
 
 class PromptTableManager(TableManager):
@@ -227,13 +255,16 @@ def create_app(settings: Settings, replication: Replication = SINGLE_REPLICA) ->
         extra_topic_configs=changelog_configs,
     )
     app.tables.add(accounts)
-    partitions = app.Table(
-        PARTITION_TABLE,
+    partitions = PartitionTable(
+        app,
+        name=PARTITION_TABLE,
+        beacon=app.tables.beacon,
         key_type=codec_type("rankflow-utf8"),
         value_type=codec_type("rankflow-segment"),
         partitions=settings.partitions,
         extra_topic_configs=changelog_configs,
     )
+    app.tables.add(partitions)
     logging.getLogger("faust").setLevel(logging.WARNING if settings.log_level == "info"
                                         else settings.log_level.upper())
     return Wiring(app, topics, sources, accounts, partitions)

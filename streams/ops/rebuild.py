@@ -18,9 +18,10 @@ from tqdm import tqdm
 from streams.core.aggregate import PartitionRuntime, restore_runtime
 from streams.core.dedup import RecentEventIds
 from streams.core.scoring import scoring_config
-from streams.core.state import accounts_of, decode_segment, supersedes
+from streams.core.series import ChunkRecord, chunk_supersedes, decode_partition_record
+from streams.core.state import accounts_of, supersedes
 from streams.core.topics import ACCOUNT_TABLE, PARTITION_TABLE, Topics
-from streams.core.updates import BoardUpdate, BoardUpdates
+from streams.core.updates import BoardUpdate, BoardUpdates, in_chunks
 from streams.core.windows import Windows
 from streams.kafka.changelogs import read_latest
 from streams.ops.connections import redis_client
@@ -53,14 +54,19 @@ async def rebuild(settings: Settings, clear: bool = False,
     windows = Windows(settings.named_periods)
     accounts = accounts_of({key.decode(): value for key, value in (await read_latest(
         settings, changelog(settings, ACCOUNT_TABLE), progress, supersedes)).items()})
-    segments = [decode_segment(v) for v in (await read_latest(
-        settings, changelog(settings, PARTITION_TABLE), progress)).values()]
-    partitions = sorted({s.partition for s in accounts.values()} | {p for p, _, _ in segments})
+    records = [decode_partition_record(v) for v in (await read_latest(
+        settings, changelog(settings, PARTITION_TABLE), progress,
+        chunk_supersedes)).values()]
+    chunks = [r for r in records if isinstance(r, ChunkRecord)]
+    segments = [r for r in records if not isinstance(r, ChunkRecord)]
+    partitions = sorted({s.partition for s in accounts.values()} | {p for p, _, _ in segments}
+                        | {c.partition for c in chunks})
     progress_clock = max((h.clock for _, _, h in segments if h is not None), default=0)
     clock = progress_clock if settings.clock == "event" else int(time.time() * 1000)
     runtimes: dict[int, PartitionRuntime] = {
         p: restore_runtime(p, RecentEventIds(), [(s, h) for q, s, h in segments if q == p],
-                           [a for a in accounts.values() if a.partition == p], windows, clock)
+                           [a for a in accounts.values() if a.partition == p], windows, clock,
+                           [c for c in chunks if c.partition == p])
         for p in partitions
     }
     client = redis_client(settings)
@@ -72,7 +78,8 @@ async def rebuild(settings: Settings, clear: bool = False,
               desc="redis") as bar:
 
         async def submit(update: BoardUpdate) -> None:
-            await writer.write(update)
+            for part in in_chunks(update, CHUNK):
+                await writer.write(part)
             bar.update(len(update.views))
 
         rewriter = LayoutRewriter(accounts, runtimes,

@@ -127,6 +127,7 @@ class ClusterBoardWriter(LayoutWriter):
         """One update (see RedisBoardWriter.write), by slot; returns the partitions a
         shard was found behind on."""
         parts = await self.changes(update.views, update.profiles)
+        self.add_series(parts, update.series)
         fences = update.fences
         changes: list[Call] = []
         for slot, in_slot in by_slot(parts).items():

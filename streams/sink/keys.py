@@ -34,6 +34,13 @@ class RedisKeys:
     def campaign(self, campaign: str) -> str:
         return f"{self.prefix}campaign:{campaign}"
 
+    def series(self, campaign: str, step: str) -> str:
+        """Hash of a campaign's time series at one step (`1m`, `1h`): field
+        `{bucket start ms}:{partition}` -> that partition's `views,likes,uploads,accounts`
+        (streams/core/series.py). One key per campaign and step, written by one script
+        call per slot like any other key: it needs no hash tag."""
+        return f"{self.prefix}series:{campaign}:{step}"
+
     def campaign_parts(self, campaign: str) -> str:
         return f"{self.prefix}campaign:{campaign}:partitions"
 

@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 
 from streams.core.campaigns import CAMPAIGN_FIELDS
 from streams.core.scoring import AccountView
+from streams.core.series import Cell
 from streams.core.updates import BoardUpdate
 from streams.core.windows import VIEWS, Windows
 from streams.sink.keys import RedisKeys
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 LUA = Path(__file__).with_name("lua")
 #: notices kept in the change stream (about 10 minutes at several batches a second)
 CHANGES_KEPT = 10_000
+#: series fields per HSET or HDEL at most (lua/apply_changes.lua unpacks each whole)
+SERIES_FIELDS = 500
 
 
 def script(name: str) -> str:
@@ -146,6 +149,32 @@ class LayoutWriter:
                 boards = parts[view.partition] = BoardChanges()
             self._account(boards, view, listed_as.get(view.account_id))
         return parts
+
+    def add_series(self, parts: dict[int, BoardChanges], series: Mapping[int, list[Cell]]
+                   ) -> None:
+        """Each partition's series cells as its hash sets and deletes (so they pass its
+        owner check: tests/integration/test_fencing.py)."""
+        for partition, cells in series.items():
+            sets: dict[str, list[str]] = {}
+            deletes: dict[str, list[str]] = {}
+            for campaign, step, bucket_ms, value in cells:
+                key = self.keys.series(campaign, step)
+                name = f"{bucket_ms}:{partition}"
+                if value is None:
+                    deletes.setdefault(key, []).append(name)
+                else:
+                    sets.setdefault(key, []).extend((name, value))
+            if not (sets or deletes):
+                continue
+            boards = parts.get(partition)
+            if boards is None:
+                boards = parts[partition] = BoardChanges()
+            for key, names in deletes.items():
+                boards.hash_deletes += [[key, *names[i:i + SERIES_FIELDS]]
+                                        for i in range(0, len(names), SERIES_FIELDS)]
+            for key, pairs in sets.items():
+                boards.hash_sets += [[key, *pairs[i:i + 2 * SERIES_FIELDS]]
+                                     for i in range(0, len(pairs), 2 * SERIES_FIELDS)]
 
     def notice(self, update: BoardUpdate, parts: Mapping[int, BoardChanges]) -> bytes | None:
         """The change stream's notice of this write (None when no board changed)."""
@@ -256,6 +285,7 @@ class RedisBoardWriter(LayoutWriter):
         `after` is the stamp per partition this writer last had acknowledged; returns the
         partitions whose stamp in Redis was older (Redis lost writes since)."""
         parts = await self.changes(update.views, update.profiles)
+        self.add_series(parts, update.series)
         pipe = self.client.pipeline(transaction=False)
         fences = update.fences
         # the script registers each campaign touched, or unregisters it once its boards

@@ -103,7 +103,7 @@ class BatchStep:
             states = {**decayed, **result.accounts}
             partitions = result.partitions | {s.partition for s in decayed.values()}
             update = self.updates.of(states.values(), result.profiles, partitions, clock,
-                                     now_ms)
+                                     now_ms, {p: c.cells for p, c in result.series.items()})
             self.reporter.count(batch, result.counted, result.dead_lettered)
             sampled = [r.timestamp for records in batch.values()
                        for r in records[::SAMPLE_EVERY]]

@@ -3,9 +3,10 @@
 Responsible for:
 
 * encoding the state records of a batch: each changed account's (one, or its part
-  records and then it: streams/core/state.py), and the partition's new dedup segments
-  (the newest carrying its progress) and expired ones (tombstones), which it also
-  applies to the segment table;
+  records and then it: streams/core/state.py), the partition's campaign-series chunks
+  that grew or left the span (streams/core/series.py), and its new dedup segments
+  (the newest carrying its progress) and expired ones (tombstones), applying the
+  chunks and segments to the partition-state table too;
 * sending records and waiting for the broker's acks, bounded by `PRODUCE_TIMEOUT`,
   retried on transient failures (streams/worker/retry.py).
 
@@ -22,6 +23,7 @@ from typing import Any, NamedTuple
 
 from streams.core.aggregate import BatchResult, Outbound, PartitionRuntime
 from streams.core.dedup import DedupCut
+from streams.core.series import ChunkRecord, chunk_key, encode_chunk
 from streams.core.state import AccountState, encode_segment, segment_key
 from streams.worker.retry import RetryWatcher, retrying
 
@@ -64,7 +66,8 @@ class ChangelogWriter:
         self.watcher = watcher  # told of failing sends (the worker's liveness)
         self.accounts_topic = accounts_topic
         self.partitions_topic = partitions_topic
-        #: the partition-state table: segment key -> (partition, Segment, progress | None)
+        #: the partition-state table: segment key -> (partition, Segment, progress | None),
+        #: and chunk key -> ChunkRecord
         self.segments = segments
         self.runtimes = runtimes
 
@@ -72,6 +75,15 @@ class ChangelogWriter:
                 now_ms: int) -> list[OutboundRecord]:
         """The state records of a batch; also applies segment changes to the table."""
         records = self.account_records(result.accounts.values(), clock_ms)
+        for partition, changes in result.series.items():
+            for key, chunk in changes.records:
+                records.append(OutboundRecord(
+                    self.partitions_topic, key.encode(),
+                    None if chunk is None else encode_chunk(chunk), partition, None))
+                if chunk is None:
+                    self.segments.pop(key, None)
+                else:
+                    self.segments[key] = chunk
         for partition in result.partitions:
             records += self._segments(partition, now_ms)
         return records
@@ -82,6 +94,12 @@ class ChangelogWriter:
         topic = self.accounts_topic
         return [OutboundRecord(topic, key.encode(), value, state.partition, None)
                 for state in states for key, value in state.records(clock_ms)]
+
+    def chunk_records(self, chunks: Iterable[ChunkRecord]) -> list[OutboundRecord]:
+        """The records of these series chunks, as they stand."""
+        return [OutboundRecord(self.partitions_topic, chunk_key(
+                    c.partition, c.campaign, c.step, c.start).encode(), encode_chunk(c),
+                    c.partition, None) for c in chunks]
 
     def _segments(self, partition: int, now_ms: int) -> list[OutboundRecord]:
         runtime = self.runtimes[partition]

@@ -130,12 +130,15 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
 
     def heal(partitions: set[int]) -> asyncio.Future[None] | None:
         states = wiring.accounts.take_overtaken(partitions)
-        if not states:
+        chunks = wiring.partitions.take_overtaken(partitions)
+        if not (states or chunks):
             return None
-        log.warning("partitions %s: %d accounts' newest changelog records are behind their "
-                    "state (a stalled worker's late writes): writing them again",
-                    sorted(partitions), len(states))
-        records = changelog.account_records(states, clock())
+        log.warning("partitions %s: the newest changelog records of %d accounts and %d "
+                    "series chunks are behind their state (a stalled worker's late "
+                    "writes): writing them again", sorted(partitions), len(states),
+                    len(chunks))
+        records = [*changelog.account_records(states, clock()),
+                   *changelog.chunk_records(chunks)]
 
         async def write() -> None:
             if fence.may_write():

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from streams.core.aggregate import PartitionRuntime, restore_runtime
 from streams.core.dedup import RecentEventIds, Segment
+from streams.core.series import ChunkRecord
 from streams.core.state import AccountState, PartitionProgress
 from streams.core.windows import Windows
 
@@ -49,7 +50,8 @@ class PartitionOwnership:
 
     def __init__(self, runtimes: MutableMapping[int, PartitionRuntime],
                  accounts: Mapping[str, AccountState],
-                 segments: Mapping[str, tuple[int, Segment, PartitionProgress | None]],
+                 segments: Mapping[str, tuple[int, Segment, PartitionProgress | None]
+                                   | ChunkRecord],
                  windows: Windows, recent: Callable[[], RecentEventIds],
                  clock: Callable[[], int], recovered: Callable[[int], bool],
                  assigned: Callable[[], set[int]], rewrite: Rewrite,
@@ -114,7 +116,13 @@ class PartitionOwnership:
         self.claim(partitions)
         segments: dict[int, list[tuple[Segment, PartitionProgress | None]]] = {
             p: [] for p in partitions}
-        for partition, segment, progress in self.segments.values():
+        chunks: dict[int, list[ChunkRecord]] = {p: [] for p in partitions}
+        for value in self.segments.values():
+            if isinstance(value, ChunkRecord):
+                if value.partition in chunks:
+                    chunks[value.partition].append(value)
+                continue
+            partition, segment, progress = value
             if partition in segments:
                 segments[partition].append((segment, progress))
         accounts: dict[int, list[AccountState]] = {p: [] for p in partitions}
@@ -124,7 +132,7 @@ class PartitionOwnership:
         clock = self.clock()
         for p in partitions:
             self.runtimes[p] = restore_runtime(p, self.recent(), segments[p], accounts[p],
-                                               self.windows, clock)
+                                               self.windows, clock, chunks[p])
             log.info("partition %d: %d accounts, %d events counted so far",
                      p, len(accounts[p]), self.runtimes[p].progress.events)
         self.heal(partitions)

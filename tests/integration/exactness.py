@@ -76,6 +76,7 @@ def layout(r: Any, prefix: str) -> dict[str, Any]:
         else:
             pipe.dump(prefix + name)
     found: dict[str, Any] = {}
+    clock = int(r.hget(f"{prefix}meta", "clock") or 0)
     for name, kind, value in zip(names, kinds, pipe.execute(), strict=True):
         if kind == "zset":
             value = dict(value)
@@ -84,10 +85,49 @@ def layout(r: Any, prefix: str) -> dict[str, Any]:
             # clock when that partition last changed: depends on batch boundaries)
             value = {k: v for k, v in value.items()
                      if not k.endswith(("updated_at", "|max:clock"))}
+            if name.startswith("series:"):
+                value = in_span(value, name.rsplit(":", 1)[1], clock)
         elif kind != "set":
             value = (kind, value)
         found[name] = value
     return found
+
+
+SERIES_SPANS = {"1m": (60_000, 1440), "1h": (3_600_000, 720)}
+
+
+def in_span(cells: Mapping[str, str], step: str, clock: int) -> dict[str, str]:
+    """A series hash's cells in the span of the clock: older ones linger until their
+    chunk leaves, at a moment that depends on batch boundaries (streams/core/series.py)."""
+    unit, span = SERIES_SPANS[step]
+    first = (clock // unit - span + 1) * unit
+    return {k: v for k, v in cells.items() if int(k.partition(":")[0]) >= first}
+
+
+def series_of(found: Mapping[str, Any]) -> dict[str, dict[int, list[int]]]:
+    """The series keys of a `layout()`, the partitions' shares summed per bucket."""
+    out: dict[str, dict[int, list[int]]] = {}
+    for name, cells in found.items():
+        if not name.startswith("series:"):
+            continue
+        sums = out.setdefault(name, {})
+        for field_name, value in cells.items():
+            cell = sums.setdefault(int(field_name.partition(":")[0]), [0, 0, 0, 0])
+            for i, part in enumerate(value.split(",")):
+                cell[i] += int(part)
+    return {name: sums for name, sums in out.items() if sums}
+
+
+def expected_series(expected: Expected, clock: int,
+                    campaigns: tuple[str, ...] = CAMPAIGNS) -> dict[str, dict[int, list[int]]]:
+    """`series_of`'s answer per the reference."""
+    out = {}
+    for campaign in campaigns:
+        for step in SERIES_SPANS:
+            cells = expected.series(campaign, step, clock)
+            if cells:
+                out[f"series:{campaign}:{step}"] = cells
+    return out
 
 
 def expected_layout(expected: Expected, clock: int) -> dict[str, Any]:

@@ -48,6 +48,7 @@ def api(stack, request):
     r.hset(f"{prefix}meta", mapping={"events": 42, "dlq": 3, "clock": 1,
                                      "updated_at": int(time.time() * 1000)})
     with TestClient(create_api(settings)) as client:
+        client.redis, client.prefix = r, prefix  # for tests that add to the layout
         yield client
     r.delete(*r.keys(f"{prefix}*"))
 
@@ -103,6 +104,31 @@ def test_campaign_detail(api):
     assert (day["views"], day["likes"], day["uploads"], day["accounts"]) == (10, 2, 1, 2)
     assert [e["account_id"] for e in day["top"]] == ["c", "a"]
     assert api.get("/api/campaigns/none").status_code == 404
+
+
+def test_campaign_series_sum_the_partitions_in_the_span_ascending(api):
+    """Cells `{bucket ms}:{partition}` summed per bucket; those older than the span of
+    the clock in `meta` left out (they linger until their chunk leaves)."""
+    client, prefix = api.redis, api.prefix
+    clock = 1_700_000_000_000
+    minute, hour = clock // 60_000 * 60_000, clock // 3_600_000 * 3_600_000
+    old = minute - 1440 * 60_000
+    client.hset(f"{prefix}meta", "clock", clock)
+    client.hset(f"{prefix}series:c1:1m", mapping={
+        f"{minute}:0": "5,1,0,1", f"{minute}:3": "2,0,1,1", f"{minute - 60_000}:3": "0,0,0,1",
+        f"{old}:0": "9,9,9,9"})
+    client.hset(f"{prefix}series:c1:1h", mapping={f"{hour}:1": "7,1,1,2"})
+    body = api.get("/api/campaigns/c1/series").json()
+    assert body == {"campaign": "c1", "step": "1m", "points": [
+        {"t": minute - 60_000, "views": 0, "likes": 0, "uploads": 0, "accounts": 1},
+        {"t": minute, "views": 7, "likes": 1, "uploads": 1, "accounts": 2}]}
+    assert api.get("/api/campaigns/c1/series", params={"step": "1h"}).json()["points"] == [
+        {"t": hour, "views": 7, "likes": 1, "uploads": 1, "accounts": 2}]
+    missing = api.get("/api/campaigns/none/series")
+    assert missing.status_code == 404 and "error" in missing.json()
+    bad = api.get("/api/campaigns/c1/series", params={"step": "5m"})
+    assert bad.status_code == 422 and bad.json()["error"] == "invalid parameters"
+    assert "/api/campaigns/{campaign}/series" in api.get("/openapi.json").json()["paths"]
 
 
 @pytest.mark.parametrize("path,params,status", [

@@ -39,7 +39,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streams.core.ingest import partition_for
 from streams.core.periods import parse_periods
-from streams.dev.simulate import Message
+from streams.dev.simulate import CAMPAIGNS, Message
 from tests.integration.conftest import ARTIFACTS, Deployment
 from tests.integration.exactness import (
     PERIODS,
@@ -49,9 +49,11 @@ from tests.integration.exactness import (
     describe,
     end_offsets,
     expected_layout,
+    expected_series,
     layout,
     letter_counts,
     scenario,
+    series_of,
     stack_dump,
     unregistered,
 )
@@ -133,6 +135,11 @@ def test_the_uninterrupted_run_matches_the_brute_force_reference(replay):
     want = expected_layout(replay.expected, replay.clock)
     got = contract_keys(replay.reference)
     assert compare(got, want).keys == []
+    # the campaign series, bucket by bucket (each killed trial compares them key by key
+    # with this run's)
+    series = series_of(replay.reference)
+    assert series == expected_series(replay.expected, replay.clock)
+    assert {f"series:{c}:{s}" for c in CAMPAIGNS for s in ("1m", "1h")} == series.keys()
     assert sum(replay.letters.values()) == replay.expected.dead
     assert set(replay.sources.values()) == {1}, "a bad message dead-lettered twice"
     # the keys beyond the contract's are there too (registries, per-partition shares)

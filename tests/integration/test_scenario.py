@@ -112,6 +112,12 @@ def check_known_scenario(d):
         == {"all.views": "105", "all.likes": "1", "all.uploads": "0", "all.accounts": "2"}
     assert campaign["2018q1q3.accounts"] == "0"
 
+    minute = (NOW - 60_000) // 60_000 * 60_000
+    for step, t in (("1m", minute), ("1h", minute // 3_600_000 * 3_600_000)):
+        cells = r.hgetall(f"{p}series:c1:{step}")  # gov.a and gov.b: their partitions' shares
+        sums = [sum(int(v.split(",")[i]) for v in cells.values()) for i in range(4)]
+        assert {k.split(":")[0] for k in cells} == {str(t)} and sums == [105, 1, 0, 2], step
+
     meta = d.meta()
     assert meta["events"] == "14" and meta["dlq"] == "2"
     assert abs(int(meta["clock"]) - time.time() * 1000) < 120_000
