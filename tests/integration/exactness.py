@@ -87,6 +87,8 @@ def layout(r: Any, prefix: str) -> dict[str, Any]:
                      if not k.endswith(("updated_at", "|max:clock"))}
             if name.startswith("series:"):
                 value = in_span(value, name.rsplit(":", 1)[1], clock)
+                if not value:  # only cells that linger: as no series
+                    continue
         elif kind != "set":
             value = (kind, value)
         found[name] = value
