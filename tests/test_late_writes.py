@@ -122,5 +122,14 @@ def test_a_late_series_chunk_does_not_replace_the_newer_one():
     assert not chunk_supersedes(chunk(9, 40), chunk(5, 20))
     assert chunk_supersedes(chunk(5, 20), chunk(9, 40))
     assert chunk_supersedes(chunk(9, 40), chunk(9, 40))
+    # a chunk's offsets are those of the batches it grew in: the stalled worker's last
+    # batch read likes up to 300, the owner's last batch for this chunk only up to 250
+    # (test_fencing.py caught the late chunk winning so, its views lost)
+    owner = ChunkRecord(3, "spring", 0, 600, {600: [9, 1, 0]}, [900, 250, -1, -1, -1, -1])
+    late = ChunkRecord(3, "spring", 0, 600, {600: [5, 1, 0]}, [500, 300, -1, -1, -1, -1])
+    assert not chunk_supersedes(encode_chunk(owner), encode_chunk(late))
+    grown = ChunkRecord(3, "spring", 0, 600, {600: [9, 1, 0], 601: [1, 0, 0]},
+                        [901, 250, -1, -1, -1, -1])
+    assert chunk_supersedes(encode_chunk(owner), encode_chunk(grown))
     segment = encode_segment(3, Segment.of(0, NOW, [], 0), [], PartitionProgress(3))
     assert chunk_supersedes(segment, segment)

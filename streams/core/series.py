@@ -126,13 +126,29 @@ def decode_partition_record(
                        {c[0]: c[1:] for c in cells}, applied)
 
 
+def chunk_is_behind(current: ChunkRecord, incoming: ChunkRecord) -> bool:
+    """Was `incoming` built before `current`, of the same chunk: a stalled worker's late
+    send? Its cells only grow, so: none of its cells further, and one short (or the
+    same cells with applied offsets behind). Not by `applied` alone: a chunk's offsets
+    are those of the batches it grew in, so a late chunk can be further in a slot that
+    the owner's last batches for it did not read (tests/integration/test_fencing.py)."""
+    cells = current.cells
+    for bucket, counts in incoming.cells.items():
+        have = cells.get(bucket)
+        if have is None or any(n > h for n, h in zip(counts, have, strict=True)):
+            return False
+    if incoming.cells != cells:
+        return True
+    return is_behind(current.applied, incoming.applied)
+
+
 def chunk_supersedes(current: bytes, incoming: bytes) -> bool:
     """Does the newer-offset partition-state record `incoming` replace `current`, of the
-    same key? Yes, unless both are chunks and it is behind it: a stalled worker's late
-    send (`rankflow rebuild`; state.supersedes for accounts)."""
+    same key? Yes, unless both are chunks and it is behind it (`rankflow rebuild`;
+    state.supersedes for accounts)."""
     now, then = decode_partition_record(current), decode_partition_record(incoming)
     return not (isinstance(now, ChunkRecord) and isinstance(then, ChunkRecord)
-                and is_behind(now.applied, then.applied))
+                and chunk_is_behind(now, then))
 
 
 @dataclass(slots=True)

@@ -280,10 +280,9 @@ class Overtaken:
     def __init__(self) -> None:
         self.keys: set[str] = set()
 
-    def admits(self, key: str, current: Sequence[int] | None,
-               incoming: Sequence[int] | None) -> bool:
-        """Apply a record of `key` with `incoming` applied offsets over `current`?"""
-        if current is not None and incoming is not None and is_behind(current, incoming):
+    def admits(self, key: str, behind: bool) -> bool:
+        """Apply a record of `key` that is (or is not) behind the state it would replace?"""
+        if behind:
             self.keys.add(key)
             return False
         self.keys.discard(key)

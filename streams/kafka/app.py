@@ -22,7 +22,7 @@ from faust.serializers import codecs
 from faust.tables import TableManager
 
 from streams.core.aggregate import Topics
-from streams.core.series import ChunkRecord, decode_partition_record
+from streams.core.series import ChunkRecord, chunk_is_behind, decode_partition_record
 from streams.core.state import (
     AccountRecord,
     AccountState,
@@ -31,6 +31,7 @@ from streams.core.state import (
     StatePart,
     applied_of,
     decode_record,
+    is_behind,
     is_part_key,
 )
 from streams.core.topics import ACCOUNT_TABLE, PARTITION_TABLE
@@ -84,9 +85,10 @@ class AccountTable(faust.Table):
             account_id = value.account_id if isinstance(value, StatePart) else (
                 value.state.account_id if isinstance(value, AccountRecord) else None)
             if account_id is not None:
-                current = self.data.get(account_id)
-                if not self.overtaken.admits(account_id, current and current.applied,
-                                             applied_of(value)):
+                current, applied = self.data.get(account_id), applied_of(value)
+                if not self.overtaken.admits(account_id, current is not None
+                                             and applied is not None
+                                             and is_behind(current.applied, applied)):
                     continue
             if is_part_key(event.key):
                 self.ahead.hold(event.key, value)
@@ -106,9 +108,9 @@ class AccountTable(faust.Table):
 
 
 class PartitionTable(faust.Table):
-    """The partition-state table: dedup segments, and campaign-series chunks, which like
-    accounts carry their applied offsets: a chunk record behind the chunk's state is not
-    applied, and the chunk is marked `overtaken` (as in AccountTable)."""
+    """The partition-state table: dedup segments, and campaign-series chunks: a chunk
+    record behind the chunk's state (`series.chunk_is_behind`) is not applied, and the
+    chunk is marked `overtaken` (as in AccountTable)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -122,9 +124,8 @@ class PartitionTable(faust.Table):
         for event in batch:
             if isinstance(event.value, ChunkRecord):
                 current = self.data.get(event.key)
-                if not self.overtaken.admits(
-                        event.key, current.applied if isinstance(current, ChunkRecord)
-                        else None, event.value.applied):
+                if not self.overtaken.admits(event.key, isinstance(current, ChunkRecord)
+                                             and chunk_is_behind(current, event.value)):
                     continue
             yield event
 

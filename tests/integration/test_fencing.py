@@ -11,6 +11,7 @@ kept a stale write.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import threading
@@ -18,10 +19,13 @@ import time
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.core.ingest import partition_for
 from streams.core.periods import parse_periods
+from streams.core.topics import PARTITION_TABLE
 from streams.dev.simulate import Message
+from tests.integration.conftest import ARTIFACTS
 from tests.integration.exactness import (
     PERIODS,
     compare,
@@ -74,9 +78,53 @@ def _assert_exact(d, want, want_series, what: str) -> None:
                      for t in series.get(name, {}).keys() | cells.keys()
                      if series.get(name, {}).get(t) != cells.get(t)}
               for name, cells in want_series.items()}
+    if any(differ.values()):
+        _dump_series_records(d, got, differ)
     assert series.keys() == want_series.keys() and not any(differ.values()), (
         f"{what}: campaign series differ (bucket: got, want): "
-        f"{ {n: dict(list(c.items())[:3]) for n, c in differ.items() if c} }")
+        f"{ {n: dict(list(c.items())[:3]) for n, c in differ.items() if c} }; "
+        f"the cells and chunk records of the first: {ARTIFACTS / 'fencing-series.json'}")
+
+
+def _dump_series_records(d, got, differ) -> None:
+    """The raw cells of the first differing bucket, and every changelog record of the
+    chunks that hold them (to tell a lost record from a late one)."""
+    name, buckets = next((n, b) for n, b in differ.items() if b)
+    bucket = min(buckets)
+    _, campaign, step = name.split(":")
+    cells = {k: v for k, v in got[name].items() if k.startswith(f"{bucket}:")}
+    unit, per_chunk = {"1m": (60_000, 60), "1h": (3_600_000, 24)}[step]
+    start = bucket // unit - bucket // unit % per_chunk
+    keys = {f"{p}:series:{campaign}:{step}:{start}".encode() for p in range(PARTITIONS)}
+    topic = d.topics.changelog(PARTITION_TABLE)
+
+    async def read() -> list[dict]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=d.settings.bootstrap_servers,
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            found, left = [], {tp for tp in tps if ends[tp]}
+            while left:
+                for tp, records in (await consumer.getmany(timeout_ms=2000)).items():
+                    for r in records:
+                        if r.key in keys:
+                            found.append({"partition": tp.partition, "offset": r.offset,
+                                          "timestamp": r.timestamp, "key": r.key.decode(),
+                                          "value": r.value and r.value.decode()})
+                    if records and records[-1].offset + 1 >= ends[tp]:
+                        left.discard(tp)
+            return found
+        finally:
+            await consumer.stop()
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "fencing-series.json").write_bytes(orjson.dumps(
+        {"series": name, "bucket": bucket, "cells": cells, "differ": {
+            str(t): v for t, v in buckets.items()}, "records": asyncio.run(read())},
+        option=orjson.OPT_INDENT_2))
 
 
 def _assignments(d, worker: int) -> int:
