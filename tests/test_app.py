@@ -242,28 +242,28 @@ def test_the_account_table_assembles_accounts_from_their_parts():
 
 
 def test_the_account_table_keeps_the_newer_state_and_marks_an_account_overtaken():
-    """A stalled worker's record sent after the new owner's is not applied, and its
-    account is marked for the owner to write again; a newer record unmarks it."""
+    """A stalled worker's record (an older owner epoch) sent after the new owner's is not
+    applied, and its account is marked for the owner to write again; a newer record
+    unmarks it."""
     from faust.serializers import codecs
 
     from streams.core.state import AccountState
 
-    def record(views: int, offset: int):
-        state = AccountState("acct", 1, follows=views)
-        state.applied[0] = offset
+    def record(follows: int, epoch: int):
+        state = AccountState("acct", 1, follows=follows, epoch=epoch)
         (key, value), = state.records(0)
         return SimpleNamespace(key=key, value=codecs.loads("rankflow-account", value),
                                message=SimpleNamespace(value=value, partition=1))
 
     table = create_app(Settings()).accounts
-    table.apply_changelog_batch([record(5, 40), record(3, 20)])
+    table.apply_changelog_batch([record(5, 3), record(9, 2)])
     assert table.data["acct"].follows == 5
     assert table.overtaken.keys == {"acct"}
     assert table.take_overtaken({2}) == []
     assert [s.follows for s in table.take_overtaken({1})] == [5]
     assert table.overtaken.keys == set()
-    table.apply_changelog_batch([record(3, 20), record(6, 41)])
-    assert table.data["acct"].follows == 6 and table.overtaken.keys == set()
+    table.apply_changelog_batch([record(9, 2), record(4, 3)])
+    assert table.data["acct"].follows == 4 and table.overtaken.keys == set()
 
 
 def test_the_partition_table_keeps_the_newer_series_chunk():
@@ -271,15 +271,15 @@ def test_the_partition_table_keeps_the_newer_series_chunk():
 
     from streams.core.series import ChunkRecord, encode_chunk
 
-    def record(views: int, offset: int):
+    def record(views: int, epoch: int):
         value = encode_chunk(ChunkRecord(1, "spring", 0, 600, {600: [views, 0, 0]},
-                                         [offset, -1, -1, -1, -1, -1]))
+                                         [40, -1, -1, -1, -1, -1], epoch))
         return SimpleNamespace(key="1:series:spring:1m:600",
                                value=codecs.loads("rankflow-segment", value),
                                message=SimpleNamespace(value=value, partition=1))
 
     table = create_app(Settings()).partitions
-    table.apply_changelog_batch([record(9, 40), record(5, 20)])
+    table.apply_changelog_batch([record(9, 3), record(5, 2)])
     assert table.data["1:series:spring:1m:600"].cells == {600: [9, 0, 0]}
     assert [c.cells for c in table.take_overtaken({1})] == [{600: [9, 0, 0]}]
     assert table.overtaken.keys == set()

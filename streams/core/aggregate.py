@@ -112,6 +112,10 @@ class PartitionRuntime:
     series: SeriesBook
     campaigns: CampaignTotals = field(default_factory=CampaignTotals)
     schedule: DecaySchedule = field(default_factory=DecaySchedule)
+    #: the newest owner epoch among its restored records: its writes' epochs are at
+    #: least this, also when the consumer group was created anew (its generations
+    #: start again)
+    epoch_floor: int = 0
 
 
 @dataclass(slots=True)
@@ -154,9 +158,10 @@ def restore_runtime(
     progress.seq = max([0, *(s.seq + SEQ_GAP for s in kept)])
     recent.restore(kept)
     clock_ms = max(clock_ms, progress.clock)
-    accounts = list(accounts)
+    accounts, chunks = list(accounts), list(chunks)
     runtime = PartitionRuntime(progress, recent, SeriesBook.restore(
         partition, chunks, accounts, clock_ms))
+    runtime.epoch_floor = max([0, *(a.epoch for a in accounts), *(c.epoch for c in chunks)])
     for state in accounts:
         runtime.schedule.add_all(state.due_times(clock_ms), state.account_id)
         if state.campaigns:

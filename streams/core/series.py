@@ -28,13 +28,7 @@ import orjson
 
 from streams.core.dedup import Segment
 from streams.core.ingest import FUTURE_TOLERANCE_MS
-from streams.core.state import (
-    N_SLOTS,
-    AccountState,
-    PartitionProgress,
-    decode_segment,
-    is_behind,
-)
+from streams.core.state import N_SLOTS, AccountState, PartitionProgress, decode_segment
 from streams.core.windows import HOUR_MS, MINUTE_MS
 
 #: the steps of a series, by index: minutes over 24 h, hours over 30 days
@@ -101,6 +95,8 @@ class ChunkRecord:
     start: int
     cells: dict[int, list[int]]
     applied: list[int]
+    #: the owner epoch it was built in (streams/core/state.py)
+    epoch: int = 0
 
 
 def chunk_key(partition: int, campaign: str, step: int, start: int) -> str:
@@ -112,7 +108,7 @@ def chunk_key(partition: int, campaign: str, step: int, start: int) -> str:
 def encode_chunk(record: ChunkRecord) -> bytes:
     return b"%d|" % record.partition + orjson.dumps([
         CHUNK_MARK, record.campaign, STEPS[record.step], record.start,
-        [[b, *c] for b, c in record.cells.items()], record.applied])
+        [[b, *c] for b, c in record.cells.items()], record.applied, record.epoch])
 
 
 def decode_partition_record(
@@ -121,34 +117,18 @@ def decode_partition_record(
     partition_text, _, body = data.partition(b"|")
     if not body.startswith(b'["%s"' % CHUNK_MARK.encode()):
         return decode_segment(data)
-    _mark, campaign, step, start, cells, applied = orjson.loads(body)
+    _mark, campaign, step, start, cells, applied, *epoch = orjson.loads(body)
     return ChunkRecord(int(partition_text), campaign, STEP_INDEX[step], start,
-                       {c[0]: c[1:] for c in cells}, applied)
-
-
-def chunk_is_behind(current: ChunkRecord, incoming: ChunkRecord) -> bool:
-    """Was `incoming` built before `current`, of the same chunk: a stalled worker's late
-    send? Its cells only grow, so: none of its cells further, and one short (or the
-    same cells with applied offsets behind). Not by `applied` alone: a chunk's offsets
-    are those of the batches it grew in, so a late chunk can be further in a slot that
-    the owner's last batches for it did not read (tests/integration/test_fencing.py)."""
-    cells = current.cells
-    for bucket, counts in incoming.cells.items():
-        have = cells.get(bucket)
-        if have is None or any(n > h for n, h in zip(counts, have, strict=True)):
-            return False
-    if incoming.cells != cells:
-        return True
-    return is_behind(current.applied, incoming.applied)
+                       {c[0]: c[1:] for c in cells}, applied, epoch[0] if epoch else 0)
 
 
 def chunk_supersedes(current: bytes, incoming: bytes) -> bool:
     """Does the newer-offset partition-state record `incoming` replace `current`, of the
-    same key? Yes, unless both are chunks and it is behind it (`rankflow rebuild`;
-    state.supersedes for accounts)."""
+    same key? Yes, unless both are chunks and an older owner built it (`rankflow
+    rebuild`; state.supersedes for accounts)."""
     now, then = decode_partition_record(current), decode_partition_record(incoming)
     return not (isinstance(now, ChunkRecord) and isinstance(then, ChunkRecord)
-                and chunk_is_behind(now, then))
+                and then.epoch < now.epoch)
 
 
 @dataclass(slots=True)

@@ -12,23 +12,17 @@ So a crash at any point between two changelog writes loses nothing and counts no
 twice, whatever the order in which the records reached the broker (tests/test_aggregate.py,
 replays after partial state writes; tests/integration/test_crash_trials.py).
 
-`applied` only grows, so it also orders an account's records: a record *behind* another
-(`is_behind`) was built earlier, whatever its offset. A worker woken from a stall sends
-the records it had in hand after the new owner's; readers keep the newer state
-(`supersedes`, and the account table: tests/integration/test_fencing.py).
-
-Every record stays under RECORD_LIMIT whatever valid input arrives
-(tests/test_state_records.py): ids are bounded by the contract, so are an account's
-buckets once pruned (`AccountState.records` prunes counts a batch far ahead of the clock
-grew), and the only part that grows with the data, an account's campaigns, is split
-over part records when the whole would not fit (`AccountState.records`, `assemble`).
+Each record also names the owner epoch it was built in (`epoch`: the consumer group's
+generation). A worker woken from a stall sends the records it had in hand after the new
+owner's: readers keep, per key, the record of the newest epoch, and of an epoch the
+newest offset (`supersedes`, and the tables: tests/integration/test_fencing.py).
 """
 
 from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +84,8 @@ class AccountState:
     #: account records written with their campaigns in parts: the parity of the part
     #: keys the newest one names (see `records`)
     split_writes: int = 0
+    #: the owner epoch of the newest record written of it (or read: see `supersedes`)
+    epoch: int = 0
     #: campaign -> its active minutes and hours, `[newest minute, bits, newest hour,
     #: bits]` (streams/core/series.py: the series' distinct accounts)
     activity: dict[str, list[int]] = field(default_factory=dict)
@@ -156,10 +152,9 @@ class AccountState:
             return [(self.account_id, whole)]
         parts = _packed(campaigns)
         self.split_writes += 1
-        applied = self.applied.tolist()
         records = [(part_key(self.account_id, self.split_writes, i),
                     orjson.dumps([PART_MARK, STATE_VERSION, self.account_id,
-                                  self.split_writes, part, applied]))
+                                  self.split_writes, part, self.epoch]))
                    for i, part in enumerate(parts)]
         return [*records, (self.account_id, self._encode({}, len(parts)))]
 
@@ -195,6 +190,7 @@ class AccountState:
             self.applied.tolist(),
             self.split_writes,
             parts,
+            self.epoch,
         ])
 
     @classmethod
@@ -218,9 +214,8 @@ class StatePart:
     split_writes: int
     campaigns: dict[str, list[object]]
     version: int = STATE_VERSION
-    #: the `applied` of the account record it belongs to (None: written before parts
-    #: carried it)
-    applied: array[int] | None = None
+    #: the owner epoch of the account record it belongs to
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,9 +238,9 @@ def is_part_key(key: str) -> bool:
 def decode_record(data: bytes) -> AccountRecord | StatePart:
     record = orjson.loads(data)
     if record[0] == PART_MARK:
-        _mark, version, account_id, split_writes, campaigns, *applied = record
+        _mark, version, account_id, split_writes, campaigns, *epoch = record
         return StatePart(account_id, split_writes, campaigns, version,
-                         array("q", applied[0]) if applied else None)
+                         epoch[0] if epoch else 0)
     if record[0] not in READABLE_VERSIONS:
         raise StateFormatError(
             f"an account-state record of format {record[0]!r}, this worker reads "
@@ -254,50 +249,42 @@ def decode_record(data: bytes) -> AccountRecord | StatePart:
     if record[0] == 2:
         record += [0, 0]
     (_v, account_id, partition, profile, seen, follows, counts, campaigns,
-     applied, split_writes, parts) = record
+     applied, split_writes, parts, *epoch) = record
     if profile:  # categories repeat across accounts: keep one copy of each
         profile = AccountProfile(profile[0], sys.intern(profile[1]), profile[2])
     state = AccountState(account_id, partition, profile, seen, follows,
                          WindowedCounts.from_list(counts), {}, array("q", applied),
-                         split_writes)
+                         split_writes, epoch=epoch[0] if epoch else 0)
     _add_campaigns(state, campaigns, record[0])
     return AccountRecord(state, parts)
 
 
-def is_behind(current: Sequence[int], incoming: Sequence[int]) -> bool:
-    """Was a record with `incoming` applied offsets built before one with `current`?
-    (No slot further, one slot short: `applied` only grows.)"""
-    return any(i < c for i, c in zip(incoming, current, strict=True)) and all(
-        i <= c for i, c in zip(incoming, current, strict=True))
-
-
-class Overtaken:
-    """The keys whose newest record read is behind the state it would have replaced: a
-    stalled worker's late send. Such a record is not applied, and its key is marked
-    until a newer record is read or the owner writes the state again (compaction would
-    keep the late record alone: tests/integration/test_fencing.py)."""
-
-    def __init__(self) -> None:
-        self.keys: set[str] = set()
-
-    def admits(self, key: str, behind: bool) -> bool:
-        """Apply a record of `key` that is (or is not) behind the state it would replace?"""
-        if behind:
-            self.keys.add(key)
-            return False
-        self.keys.discard(key)
-        return True
-
-
-def applied_of(record: AccountRecord | StatePart) -> array[int] | None:
-    return record.state.applied if isinstance(record, AccountRecord) else record.applied
+def epoch_of(record: AccountRecord | StatePart) -> int:
+    return record.state.epoch if isinstance(record, AccountRecord) else record.epoch
 
 
 def supersedes(current: bytes, incoming: bytes) -> bool:
     """Does the newer-offset record `incoming` replace `current`, of the same key? Yes,
-    unless it is behind it: a stalled worker's late send (`rankflow rebuild`)."""
-    now, then = applied_of(decode_record(current)), applied_of(decode_record(incoming))
-    return now is None or then is None or not is_behind(now, then)
+    unless an older owner built it: a stalled worker's late send (`rankflow rebuild`)."""
+    return epoch_of(decode_record(incoming)) >= epoch_of(decode_record(current))
+
+
+class Overtaken:
+    """The keys whose newest record read was built by an older owner than the state it
+    would replace: a stalled worker's late send. Such a record is not applied, and its
+    key is marked until a newer record is read or the owner writes the state again
+    (compaction would keep the late record alone: tests/integration/test_fencing.py)."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+
+    def admits(self, key: str, current_epoch: int | None, epoch: int) -> bool:
+        """Apply a record of `key` built in `epoch` over a state of `current_epoch`?"""
+        if current_epoch is not None and epoch < current_epoch:
+            self.keys.add(key)
+            return False
+        self.keys.discard(key)
+        return True
 
 
 def assemble(record: AccountRecord, parts: Mapping[str, StatePart]) -> AccountState:

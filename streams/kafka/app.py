@@ -22,16 +22,15 @@ from faust.serializers import codecs
 from faust.tables import TableManager
 
 from streams.core.aggregate import Topics
-from streams.core.series import ChunkRecord, chunk_is_behind, decode_partition_record
+from streams.core.series import ChunkRecord, decode_partition_record
 from streams.core.state import (
     AccountRecord,
     AccountState,
     Overtaken,
     PartsAhead,
     StatePart,
-    applied_of,
     decode_record,
-    is_behind,
+    epoch_of,
     is_part_key,
 )
 from streams.core.topics import ACCOUNT_TABLE, PARTITION_TABLE
@@ -65,9 +64,9 @@ class AccountTable(faust.Table):
     """The account-state table: each account whole, assembled from its record and the
     part records read before it (streams/core/state.py; tests/test_app.py).
 
-    A record behind the account's state (`is_behind`) is not applied: a stalled worker
-    sent it after the new owner's; its account is marked `overtaken`, for the owner to
-    write again (streams/worker/ownership.py; tests/integration/test_fencing.py).
+    A record of an older owner epoch than the account's state is not applied: a stalled
+    worker sent it after the new owner's; its account is marked `overtaken`, for the
+    owner to write again (streams/worker/ownership.py; tests/integration/test_fencing.py).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -85,10 +84,9 @@ class AccountTable(faust.Table):
             account_id = value.account_id if isinstance(value, StatePart) else (
                 value.state.account_id if isinstance(value, AccountRecord) else None)
             if account_id is not None:
-                current, applied = self.data.get(account_id), applied_of(value)
-                if not self.overtaken.admits(account_id, current is not None
-                                             and applied is not None
-                                             and is_behind(current.applied, applied)):
+                current = self.data.get(account_id)
+                if not self.overtaken.admits(account_id, current and current.epoch,
+                                             epoch_of(value)):
                     continue
             if is_part_key(event.key):
                 self.ahead.hold(event.key, value)
@@ -109,8 +107,8 @@ class AccountTable(faust.Table):
 
 class PartitionTable(faust.Table):
     """The partition-state table: dedup segments, and campaign-series chunks: a chunk
-    record behind the chunk's state (`series.chunk_is_behind`) is not applied, and the
-    chunk is marked `overtaken` (as in AccountTable)."""
+    record of an older owner epoch than the chunk's state is not applied, and the chunk
+    is marked `overtaken` (as in AccountTable)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -124,8 +122,9 @@ class PartitionTable(faust.Table):
         for event in batch:
             if isinstance(event.value, ChunkRecord):
                 current = self.data.get(event.key)
-                if not self.overtaken.admits(event.key, isinstance(current, ChunkRecord)
-                                             and chunk_is_behind(current, event.value)):
+                if not self.overtaken.admits(
+                        event.key, current.epoch if isinstance(current, ChunkRecord) else None,
+                        event.value.epoch):
                     continue
             yield event
 

@@ -60,8 +60,11 @@ class ChangelogWriter:
                  segments: MutableMapping[str, Any],
                  runtimes: Mapping[int, PartitionRuntime],
                  watcher: RetryWatcher | None = None,
-                 dedup_cut: Callable[[int, DedupCut], None] | None = None) -> None:
+                 dedup_cut: Callable[[int, DedupCut], None] | None = None,
+                 generation: Callable[[], int] = lambda: 0) -> None:
         self.send = send
+        #: the consumer group's generation now: the owner epoch of the records built
+        self.generation = generation
         self.dedup_cut = dedup_cut  # told when the cap forgets ids early (metrics.py)
         self.watcher = watcher  # told of failing sends (the worker's liveness)
         self.accounts_topic = accounts_topic
@@ -76,7 +79,10 @@ class ChangelogWriter:
         """The state records of a batch; also applies segment changes to the table."""
         records = self.account_records(result.accounts.values(), clock_ms)
         for partition, changes in result.series.items():
+            epoch = self.epoch(partition)
             for key, chunk in changes.records:
+                if chunk is not None:
+                    chunk = replace(chunk, epoch=epoch)
                 records.append(OutboundRecord(
                     self.partitions_topic, key.encode(),
                     None if chunk is None else encode_chunk(chunk), partition, None))
@@ -88,18 +94,35 @@ class ChangelogWriter:
             records += self._segments(partition, now_ms)
         return records
 
+    def epoch(self, partition: int) -> int:
+        """The owner epoch of a record built now: the group's generation, or the newest
+        epoch restored for the partition if that is newer (a group created anew)."""
+        runtime = self.runtimes.get(partition)
+        return max(self.generation(), runtime.epoch_floor if runtime else 0)
+
     def account_records(self, states: Iterable[AccountState],
                         clock_ms: int) -> list[OutboundRecord]:
-        """The records of these accounts' states (each whole, or in parts and then it)."""
+        """The records of these accounts' states (each whole, or in parts and then it),
+        in this owner's epoch."""
         topic = self.accounts_topic
-        return [OutboundRecord(topic, key.encode(), value, state.partition, None)
-                for state in states for key, value in state.records(clock_ms)]
+        records = []
+        for state in states:
+            state.epoch = self.epoch(state.partition)
+            records += [OutboundRecord(topic, key.encode(), value, state.partition, None)
+                        for key, value in state.records(clock_ms)]
+        return records
 
     def chunk_records(self, chunks: Iterable[ChunkRecord]) -> list[OutboundRecord]:
-        """The records of these series chunks, as they stand."""
-        return [OutboundRecord(self.partitions_topic, chunk_key(
-                    c.partition, c.campaign, c.step, c.start).encode(), encode_chunk(c),
-                    c.partition, None) for c in chunks]
+        """The records of these series chunks as they stand, in this owner's epoch (the
+        table keeps the chunks so stamped)."""
+        records = []
+        for chunk in chunks:
+            chunk = replace(chunk, epoch=self.epoch(chunk.partition))
+            key = chunk_key(chunk.partition, chunk.campaign, chunk.step, chunk.start)
+            self.segments[key] = chunk
+            records.append(OutboundRecord(self.partitions_topic, key.encode(),
+                                          encode_chunk(chunk), chunk.partition, None))
+        return records
 
     def _segments(self, partition: int, now_ms: int) -> list[OutboundRecord]:
         runtime = self.runtimes[partition]

@@ -126,7 +126,8 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
     accounts_topic, partitions_topic = changelog_topics
     changelog = ChangelogWriter(app.producer.send, accounts_topic, partitions_topic, segments,
                                 runtimes, liveness,
-                                DedupCutWatch(metrics, settings.dedup_max_ids).observe)
+                                DedupCutWatch(metrics, settings.dedup_max_ids).observe,
+                                lambda: app.consumer_generation_id)
 
     def heal(partitions: set[int]) -> asyncio.Future[None] | None:
         states = wiring.accounts.take_overtaken(partitions)

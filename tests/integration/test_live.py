@@ -192,3 +192,26 @@ def test_metrics_include_the_workers_own(live):
     assert 'le="+Inf"' in text
     assert "rankflow_worker_consumer_lag" in text
     assert "rankflow_events_counted 1.0" in text
+
+
+def test_every_api_process_answers_the_same_campaign_series(live):
+    """The series come from Redis, written by the workers: a second API process, and one
+    started after the first answered, give the same points, the exact sums."""
+    d, url = live
+    minute = 60_000
+    d.produce([views(f"gov.{i}", f"autumn-{i}-{m}", i + 1, "autumn", NOW - m * minute)
+               for i in range(3) for m in range(10)])
+    want = [{"t": (NOW - m * minute) // minute * minute, "views": 6, "likes": 0,
+             "uploads": 0, "accounts": 3} for m in reversed(range(10))]
+
+    def series(base: str, step: str = "1m") -> list:
+        return httpx.get(f"{base}/api/campaigns/autumn/series", params={"step": step},
+                         timeout=5).json().get("points", [])
+
+    d.wait_for(lambda: series(url) == want, 30, "the campaign's series")
+    hour = series(url, "1h")
+    assert sum(p["views"] for p in hour) == 60 and {p["accounts"] for p in hour} == {3}
+    with api_process(d) as other:
+        assert (series(other), series(other, "1h")) == (want, hour)
+    with api_process(d) as restarted:
+        assert (series(restarted), series(restarted, "1h")) == (want, hour)
