@@ -40,7 +40,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from schemas.events import ID_PATTERN
 from streams.api.feed import ChangeFeed
 from streams.api.guard import ALLOWED, RequestGuard
-from streams.api.history import History, HistoryRecorder
 from streams.api.lease import Lease
 from streams.api.milestones import Milestones
 from streams.api.models import (
@@ -48,7 +47,6 @@ from streams.api.models import (
     AccountHistory,
     Around,
     Campaign,
-    CampaignHistory,
     CampaignSeries,
     Error,
     Health,
@@ -193,9 +191,6 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     feed = ChangeFeed(client, keys.changes, keys.alerts if record_ranks else None)
     tops = TopFeeds(client, keys)
     feed.listeners.append(tops.notice)
-    history = History()
-    recorder = HistoryRecorder(client, keys, windows, history,
-                               interval=settings.api_history_interval)
     # the rank history is binary (streams/api/rank_samples.py): a client that keeps bytes
     raw = redis_client(settings, blocking=True, max_connections=16, timeout=10)
     ranks = RankRecorder(raw, keys, windows,
@@ -213,14 +208,12 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         feed.start()
-        recorder.start()
         if record_ranks:
             ranks.start()
         yield
         if record_ranks:
             await ranks.stop()
         await raw.aclose()
-        await recorder.stop()
         await feed.stop()
         await tops.close()
 
@@ -328,17 +321,6 @@ def create_api(settings: Settings, client: aioredis.Redis | None = None) -> Fast
         if not await client.exists(keys.campaign(campaign)):
             raise HTTPException(404, f"no campaign {campaign}")
         return await reader.series(campaign, step)
-
-    @api.get("/api/campaigns/{campaign}/history", response_model=CampaignHistory,
-             responses=ERRORS)
-    async def campaign_history(campaign: Identifier, window: Window = "24h"
-                               ) -> CampaignHistory:
-        """A campaign's totals over time: [ms, views, likes, uploads, accounts]."""
-        if not await client.exists(keys.campaign(campaign)):
-            raise HTTPException(404, f"no campaign {campaign}")
-        points = history.campaigns.get((window, campaign), ())
-        return CampaignHistory(campaign=campaign, window=window,
-                               points=[list(p) for p in points])
 
     @api.get("/api/boards", responses=ERRORS)
     async def boards() -> dict[str, list[str]]:

@@ -98,13 +98,6 @@ class CampaignSeries(BaseModel):
         description="ascending t; buckets with no event are left out")
 
 
-class CampaignHistory(BaseModel):
-    campaign: str
-    window: str
-    points: list[list[int]] = Field(
-        description="[ms, views, likes, uploads, accounts], oldest first")
-
-
 class Health(BaseModel):
     status: str
     redis: bool

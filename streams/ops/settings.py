@@ -94,7 +94,6 @@ class Settings(BaseSettings):
     partitions: int = Field(default=8, ge=1, le=1024)
     api_port: int = Field(default=8080, ge=1, le=65535)
     api_host: str = "127.0.0.1"
-    api_history_interval: float = Field(default=10.0, gt=0, le=3600)
     #: seconds the rank recorder's lease lasts unrenewed: a recorder that died is replaced
     #: within this (renewed every third of it)
     api_recorder_lease: float = Field(default=15.0, ge=1, le=600)

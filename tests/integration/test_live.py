@@ -47,7 +47,7 @@ def _live(d):
     d.start_worker()
     d.wait_counted(events=0, dead=0, timeout=60)
     d.wait_for(lambda: d.redis.zcard(f"{d.prefix}lb:24h:all") == 8, 60, "8 accounts listed")
-    with api_process(d, RANKFLOW_API_HISTORY_INTERVAL="1") as url:
+    with api_process(d) as url:
         yield d, url
 
 
