@@ -232,6 +232,32 @@ def test_a_send_whose_ack_never_comes_times_out(monkeypatch):
         run(writer.send_all([OutboundRecord("acc", b"a", b"s", 0, None)]))
 
 
+def test_a_producer_the_broker_no_longer_follows_is_renewed_and_the_batch_sent_again(
+        caplog):
+    """After a send timed out with the broker away, an idempotent producer's every retry
+    got OutOfOrderSequenceNumber (test_outages.py): a new producer sends the batch."""
+    producer, renewed = FakeProducer(), []
+    lost = [kafka_errors.OutOfOrderSequenceNumber()]
+
+    async def send(*args):
+        if lost:
+            raise lost.pop()
+        return await producer.send(*args)
+
+    async def renew():
+        renewed.append(True)
+
+    async def no_sleep(_delay):
+        pass
+
+    writer = ChangelogWriter(send, "acc", "part", {}, {}, renew=renew)
+    records = [OutboundRecord("acc", b"a", b"s", 0, None)]
+    with caplog.at_level(logging.WARNING):
+        run(retrying("writing the changelog", lambda: writer.send_all(records), no_sleep))
+    assert renewed == [True] and [s[1] for s in producer.sent] == [b"a"]
+    assert "a new producer sends from now on" in caplog.text
+
+
 # -- WorkerClock --------------------------------------------------------------------
 
 

@@ -421,6 +421,10 @@ def _done() -> asyncio.Future[None]:
     return future
 
 
+#: seconds a replaced producer may take to stop
+RENEW_STOP_S = 10.0
+
+
 class IdempotentProducer(faust_aiokafka.Producer):
     """faust's producer, idempotent whenever it waits for every in-sync replica.
 
@@ -435,6 +439,25 @@ class IdempotentProducer(faust_aiokafka.Producer):
         if self.acks in (-1, "all"):
             return {**extra, "acks": "all", "enable_idempotence": True}
         return extra
+
+    async def renew(self) -> None:
+        """Send through a new aiokafka producer (a new producer id) from now on.
+
+        An idempotent producer whose sequence the broker no longer follows (a send that
+        timed out while the broker was away, then OutOfOrderSequenceNumber for every
+        retry) never recovers: aiokafka does not reset it
+        (tests/integration/test_outages.py). The old one is stopped aside: its pending
+        sends fail, and their batch is sent again (streams/worker/changelog.py)."""
+        old, self._producer = self._producer, self._new_producer()
+        await self._producer.start()
+        if old is not None:
+            task = asyncio.ensure_future(asyncio.wait_for(old.stop(), RENEW_STOP_S))
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+
+    @cached_property
+    def _stopping(self) -> set[asyncio.Future[None]]:
+        return set()
 
 
 class BatchTransport(faust_aiokafka.Transport):

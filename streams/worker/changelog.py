@@ -17,6 +17,7 @@ were sent (tests/integration/test_crash_trials.py).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
@@ -25,7 +26,9 @@ from streams.core.aggregate import BatchResult, Outbound, PartitionRuntime
 from streams.core.dedup import DedupCut
 from streams.core.series import ChunkRecord, chunk_key, encode_chunk
 from streams.core.state import AccountState, encode_segment, segment_key
-from streams.worker.retry import RetryWatcher, retrying
+from streams.worker.retry import PRODUCER_LOST, RetryWatcher, retrying, unwrapped
+
+log = logging.getLogger(__name__)
 
 #: seconds a batch's sends may take before they are sent again: the crash trials caught
 #: a send whose future never resolved, holding every later batch (test_crash_trials.py)
@@ -61,8 +64,11 @@ class ChangelogWriter:
                  runtimes: Mapping[int, PartitionRuntime],
                  watcher: RetryWatcher | None = None,
                  dedup_cut: Callable[[int, DedupCut], None] | None = None,
-                 generation: Callable[[], int] = lambda: 0) -> None:
+                 generation: Callable[[], int] = lambda: 0,
+                 renew: Callable[[], Awaitable[None]] | None = None) -> None:
         self.send = send
+        #: replaces the producer when the broker no longer follows its sequence
+        self.renew = renew
         #: the consumer group's generation now: the owner epoch of the records built
         self.generation = generation
         self.dedup_cut = dedup_cut  # told when the cap forgets ids early (metrics.py)
@@ -167,4 +173,11 @@ class ChangelogWriter:
             if futures:
                 await asyncio.gather(*futures)
 
-        await asyncio.wait_for(sent(), PRODUCE_TIMEOUT)
+        try:
+            await asyncio.wait_for(sent(), PRODUCE_TIMEOUT)
+        except Exception as exc:
+            if self.renew is not None and isinstance(unwrapped(exc), PRODUCER_LOST):
+                log.warning("the broker no longer follows this producer's sequence (%r): "
+                            "a new producer sends from now on", unwrapped(exc))
+                await self.renew()
+            raise

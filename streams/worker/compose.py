@@ -127,7 +127,8 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
     changelog = ChangelogWriter(app.producer.send, accounts_topic, partitions_topic, segments,
                                 runtimes, liveness,
                                 DedupCutWatch(metrics, settings.dedup_max_ids).observe,
-                                lambda: app.consumer_generation_id)
+                                lambda: app.consumer_generation_id,
+                                getattr(app.producer, "renew", None))
 
     def heal(partitions: set[int]) -> asyncio.Future[None] | None:
         states = wiring.accounts.take_overtaken(partitions)

@@ -46,6 +46,12 @@ REFUSED_FOR_GOOD = (kafka_errors.MessageSizeTooLargeError, kafka_errors.RecordTo
                     kafka_errors.InvalidTopicError, kafka_errors.UnsupportedForMessageFormatError)
 
 
+#: what an idempotent producer answers once the broker no longer follows its sequence:
+#: only a new producer sends again (IdempotentProducer.renew)
+PRODUCER_LOST = (kafka_errors.OutOfOrderSequenceNumber, kafka_errors.UnknownProducerId,
+                 kafka_errors.InvalidProducerEpoch)
+
+
 def unwrapped(exc: BaseException) -> BaseException:
     """The client's own error where faust wraps it: `producer.send` raises
     ProducerSendError from aiokafka's (a broker away: KafkaTimeoutError while the record
