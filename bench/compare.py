@@ -376,7 +376,8 @@ def million_rows(m: dict[str, Any] | None) -> list[tuple[str, str]]:
              f"{m['latency_p50_ms']:.0f} / {m['latency_p99_ms']:.0f} ms"),
             ("million: worker peak RSS", f"{m['worker_rss_mb']:,.0f} MB"),
             ("million: worker memory per account", f"{m['state_bytes_per_account']} B"),
-            ("million: recovery after a SIGKILL (two workers)", f"{m['recovery_s']} s"),
+            ("million: recovery after a SIGKILL (two workers)",
+             "not within the timeout" if m["recovery_s"] is None else f"{m['recovery_s']} s"),
             *((f"million target {k} {t['target']}", "met" if t["met"] else "MISSED")
               for k, t in m["targets"].items())]
 

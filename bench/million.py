@@ -77,7 +77,9 @@ STILL_WINDOWS = ("all", "7d", "30d")
 REWRITE_STARTED = re.compile(r": rewriting \d+ accounts of \d+ partitions from state")
 REWRITE_DONE = "Redis rewritten from state"
 SETTLE_TIMEOUT_S = 900.0
-RECOVERY_TIMEOUT_S = 600.0
+#: a survivor re-reads every partition's changelog (faust's memory store keeps no
+#: offsets): 1,000,000 accounts took longer than this on the 2-core machine
+RECOVERY_TIMEOUT_S = 1800.0
 
 TARGETS = {  # figure: (comparison, bound), from the issue
     "ratio_to_1000_accounts": (">=", 0.7),
@@ -300,11 +302,13 @@ def failover(settings: Settings, topics: Topics, env: dict[str, str], first: Wor
             time.sleep(0.1)
     finally:
         second.stop()
-    if recovery_s is None:
-        raise SystemExit(f"no exact recovery within {RECOVERY_TIMEOUT_S:.0f} s; see {log}")
-    log.unlink()
+    if recovery_s is None:  # recorded, not raised: the other figures are still written
+        print(f"million: no exact recovery within {RECOVERY_TIMEOUT_S:.0f} s; see {log}")
+    else:
+        log.unlink()
     keys = len(before["boards"]) + len(before["accounts"]) + 1
-    return {"recovery_s": round(recovery_s, 2),
+    return {"recovery_s": None if recovery_s is None else round(recovery_s, 2),
+            "timed_out_after_s": RECOVERY_TIMEOUT_S if recovery_s is None else None,
             "phases_s": {k: round(v, 2) for k, v in phases.items()},
             "markers_sent_s": round(markers_sent_s, 2),
             "exact_checks": checks,
@@ -382,6 +386,7 @@ def run_million(settings: Settings, name: str, accounts: int, events: int, zipf:
     }
     results["targets"] = {
         figure: {"target": f"{op} {bound:g}", "value": results[figure],
-                 "met": results[figure] >= bound if op == ">=" else results[figure] <= bound}
+                 "met": results[figure] is not None and (
+                     results[figure] >= bound if op == ">=" else results[figure] <= bound)}
         for figure, (op, bound) in TARGETS.items()}
     return results
