@@ -42,10 +42,11 @@ test: install lint browser
 	$(BIN)/rankflow dev up
 	$(BIN)/pytest
 
-# The side-by-side benchmark (issue 5): raw ceiling, naive faust, rankflow, latency.
+# The side-by-side benchmark (issue 5): raw ceiling, naive faust, rankflow, latency;
+# then a million accounts (issue 14: bench/million.py).
 bench: install
 	$(BIN)/rankflow dev up
-	$(PY) bench/compare.py
+	$(PY) bench/compare.py --million
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/compare.py                    # 2,000,000 events, ~10 minutes
     .venv/bin/python bench/compare.py --events 200000    # a quick look
+    .venv/bin/python bench/compare.py --million          # make bench: and a million accounts
 
 One preloaded replay (fixed seed, all windows on), then one after another:
 
@@ -14,7 +15,13 @@ One preloaded replay (fixed seed, all windows on), then one after another:
 * latency: a fresh worker fed live at half of `rankflow_eps`; a probe account gets one
   event every 50 ms, and a poller times each one from its production to its effect in
   Redis (`acct:{probe}` `all.views`);
-* `state_bytes_per_account`: the average account-state changelog record.
+* `state_bytes_per_account`: the average account-state changelog record;
+* `dedup_bytes_per_id`: bytes per remembered event id (bench/dedup_size.py's measure);
+* with `--million`, the `million` block (bench/million.py): 1,000,000 accounts, Zipf
+  popularity, 5,000,000 events; its ratios are taken against this run's `raw_eps` and
+  `rankflow_eps`. `--million-only` measures only those two (no naive app, no 1,000-account
+  latency) and the block, and writes `million` and `dedup_bytes_per_id` into the existing
+  bench/results.json, keeping its other keys.
 
 Prints a table and writes bench/results.json. Needs `rankflow dev up`. Ratios between
 these figures are what carries from machine to machine: all of them share its cores.
@@ -39,6 +46,7 @@ from typing import Any
 import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from dedup_size import measure as measure_dedup
 from naive import run_naive
 from replay import delete_keys, run_worker
 from tqdm import tqdm
@@ -149,11 +157,14 @@ async def _append(producer: AIOKafkaProducer, batches: dict[tuple[str, int], Any
 
 async def live_load(settings: Settings, topics: Topics, rate: float, seconds: float,
                     probe: ProbeTimer | None, accounts: int,
-                    on_sent: Callable[[int], None] | None = None) -> int:
+                    on_sent: Callable[[int], None] | None = None,
+                    zipf: float | None = None) -> int:
     """Produce live events at `rate`/s for `seconds` through per-partition record batches,
     with one probe event every PROBE_EVERY_S (none without a `probe`); returns how many
-    were sent. `on_sent(total)`, when given, is called after each round of batches."""
-    sim = SimulatedPlatform(seed=7, accounts=accounts, start_ms=int(time.time() * 1000))
+    were sent. `on_sent(total)`, when given, is called after each round of batches;
+    `zipf`: the simulator's Zipf popularity instead of its default."""
+    sim = SimulatedPlatform(seed=7, accounts=accounts, start_ms=int(time.time() * 1000),
+                            zipf=zipf)
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks=1,
                                 linger_ms=5, **kafka_client_options(settings))
     await producer.start()
@@ -199,7 +210,6 @@ def latency_run(settings: Settings, rate: float, seconds: float, accounts: int,
     topics = Topics(live.topic_prefix, app_id)
     env = {**fresh_env(live, app_id), "RANKFLOW_TOPIC_PREFIX": live.topic_prefix}
     client = redis_client(live, asyncio=False, decode_responses=True)
-    probe = ProbeTimer(client, f"{app_id}:acct:{PROBE}")
     log = HERE / f"{app_id}-worker.log"
     worker = WorkerProcess(env, log)
     try:
@@ -213,15 +223,28 @@ def latency_run(settings: Settings, rate: float, seconds: float, accounts: int,
             if time.monotonic() > deadline or worker.poll() is not None:
                 raise SystemExit(f"the live worker did not start; see {log}")
             time.sleep(0.1)
-        probe.thread.start()
-        sent = asyncio.run(live_load(live, topics, rate, seconds, probe, accounts))
-        time.sleep(3)
-        probe.stop.set()
-        probe.thread.join()
+        latency = timed_load(live, topics, client, f"{app_id}:", rate, seconds, accounts)
     finally:
         worker.stop()
         delete_keys(client, f"{app_id}:")
     log.unlink()
+    return latency
+
+
+def timed_load(settings: Settings, topics: Topics, client: redis.Redis, prefix: str,
+               rate: float, seconds: float, accounts: int,
+               zipf: float | None = None) -> dict[str, float]:
+    """Live load at `rate` into a running deployment, its probe account (`PROBE`, which
+    must have no views yet) timed from production to Redis; the latencies' summary."""
+    probe = ProbeTimer(client, f"{prefix}acct:{PROBE}")
+    probe.thread.start()
+    try:
+        sent = asyncio.run(live_load(settings, topics, rate, seconds, probe, accounts,
+                                     zipf=zipf))
+        time.sleep(3)
+    finally:
+        probe.stop.set()
+        probe.thread.join()
     got = sorted(probe.latencies_ms)
     if not got:
         raise SystemExit("no probe event reached Redis")
@@ -240,7 +263,24 @@ def main() -> int:
     parser.add_argument("--naive-seconds", type=float, default=60.0)
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    parser.add_argument("--million", action="store_true",
+                        help="add the million-account block (bench/million.py)")
+    parser.add_argument("--million-only", action="store_true",
+                        help="raw ceiling, one 1,000-account worker and the million block "
+                             "only, merged into the existing --out")
+    parser.add_argument("--million-accounts", type=int, default=1_000_000)
+    parser.add_argument("--million-events", type=int, default=5_000_000)
+    parser.add_argument("--million-latency-seconds", type=float, default=30.0)
+    parser.add_argument("--million-sample", type=int, default=2_000,
+                        help="accounts of the killed worker's partitions compared")
+    parser.add_argument("--zipf", type=float, default=1.0, help="the million block's exponent")
+    parser.add_argument("--dedup-ids", type=int, default=250_000,
+                        help="bench/dedup_size.py's --ids")
+    parser.add_argument("--dedup-window-ids", type=int, default=50_000,
+                        help="bench/dedup_size.py's --window-ids")
     args = parser.parse_args()
+    if args.million_only:
+        return million_only(args)
 
     name = f"cmp{int(time.time())}"
     os.environ["RANKFLOW_TOPIC_PREFIX"] = f"{name}."
@@ -292,6 +332,15 @@ def main() -> int:
         "rankflow_to_raw": round(run["eps"] / raw, 3),
         "rankflow_to_naive": round(run["eps"] / naive["eps"], 1),
     }
+    dedup = measure_dedup(args.dedup_ids, args.dedup_window_ids)
+    results["dedup_bytes_per_id"] = dedup["bytes_per_id"]
+    results["dedup"] = dedup
+    if args.million:
+        from million import run_million  # million.py imports this module
+
+        results["million"] = run_million(
+            settings, name, args.million_accounts, args.million_events, args.zipf,
+            args.million_latency_seconds, args.million_sample, run["eps"], raw)
     results["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, "
                           f"Python {platform.python_version()}")
     rows = [("raw ceiling (getmany + orjson)", f"{raw:,.0f} events/s"),
@@ -304,13 +353,81 @@ def main() -> int:
              f"{latency['p50_ms']:.0f} / {latency['p99_ms']:.0f} ms"),
             ("peak RSS", f"{results['rss_mb']:.0f} MB"),
             ("state per account (changelog record)",
-             f"{results['state_bytes_per_account']} B")]
+             f"{results['state_bytes_per_account']} B"),
+            ("dedup, bytes per remembered id", f"{results['dedup_bytes_per_id']} B"),
+            *million_rows(results.get("million"))]
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
     asyncio.run(delete_topics(settings, name))
+    return 0
+
+
+def million_rows(m: dict[str, Any] | None) -> list[tuple[str, str]]:
+    if m is None:
+        return []
+    return [(f"million: {m['accounts']:,} accounts, {m['events']:,} events, cold start",
+             f"{m['rankflow_eps']:,} events/s"),
+            ("million: / 1,000 accounts, / raw",
+             f"{m['ratio_to_1000_accounts']:.2f}, {m['ratio_to_raw']:.2f}"),
+            (f"million: latency at {m['latency']['achieved_eps']:,.0f} events/s, p50 / p99",
+             f"{m['latency_p50_ms']:.0f} / {m['latency_p99_ms']:.0f} ms"),
+            ("million: worker peak RSS", f"{m['worker_rss_mb']:,.0f} MB"),
+            ("million: worker memory per account", f"{m['state_bytes_per_account']} B"),
+            ("million: recovery after a SIGKILL (two workers)",
+             "not within the timeout" if m["recovery_s"] is None else f"{m['recovery_s']} s"),
+            *((f"million target {k} {t['target']}", "met" if t["met"] else "MISSED")
+              for k, t in m["targets"].items())]
+
+
+def million_only(args: argparse.Namespace) -> int:
+    """The raw ceiling and one worker on the usual replay, then the million block; merges
+    `million` and the dedup figures into the existing results file."""
+    name = f"cmp{int(time.time())}"
+    os.environ["RANKFLOW_TOPIC_PREFIX"] = f"{name}."
+    settings = load_settings()
+    topics = Topics(settings.topic_prefix, f"{name}-raw")
+    asyncio.run(create_topics(settings.bootstrap_servers, topics, settings.partitions,
+                              kafka_options=kafka_client_options(settings)))
+    sim = SimulatedPlatform(seed=args.seed, accounts=args.accounts,
+                            start_ms=int(time.time() * 1000) - 86_400_000,
+                            step_ms=86_400_000 / args.events, bad_share=0.001,
+                            duplicate_share=0.001)
+    print(f"preloading {args.events:,} events for {args.accounts:,} accounts ...")
+    asyncio.run(produce(settings.bootstrap_servers, topics,
+                        chain(sim.profiles(), sim.events(args.events)),
+                        args.accounts + args.events,
+                        kafka_options=kafka_client_options(settings)))
+    client = redis_client(settings, asyncio=False, decode_responses=True)
+    try:
+        raw = asyncio.run(raw_ceiling(settings, topics, args.accounts + args.events))
+        app_id = f"{name}-rankflow"
+        run = run_worker(fresh_env(settings, app_id), args.events, f"{app_id}:", client)
+        print(f"raw ceiling {raw:,.0f} events/s; rankflow, {args.accounts:,} accounts, "
+              f"{run['eps']:,.0f} events/s")
+        dedup = measure_dedup(args.dedup_ids, args.dedup_window_ids)
+        from million import run_million  # million.py imports this module
+
+        million = run_million(settings, name, args.million_accounts, args.million_events,
+                              args.zipf, args.million_latency_seconds, args.million_sample,
+                              run["eps"], raw)
+    finally:
+        asyncio.run(delete_topics(settings, name))
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results["dedup_bytes_per_id"] = dedup["bytes_per_id"]
+    results["dedup"] = dedup
+    results["million"] = million
+    results["million"]["base"] = {"events": args.events, "accounts": args.accounts,
+                                  "seed": args.seed, "rankflow": {
+                                      k: round(v, 2) for k, v in run.items()}}
+    rows = million_rows(million)
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
     return 0
 
 

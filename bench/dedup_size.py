@@ -72,6 +72,30 @@ def before_bytes(window_ids: int) -> int:
     return size
 
 
+def measure(ids: int = 250_000, window_ids: int = 50_000, batch: int = 2_000) -> dict[str, float]:
+    """The figures of one run (bench/compare.py takes `bytes_per_id` from it)."""
+    size, kept = held_bytes(lambda: fill(ids, window_ids, batch))
+    recent = kept[0]  # type: ignore[index]
+    _, lookup, upkeep = fill(ids, window_ids, batch)  # timed untraced
+    held = len(recent)
+    per_id = size / held
+    before = before_bytes(held) / held
+    slots = len(recent._slots)
+    rate_per_partition = 100_000 / 8
+    return {
+        "ids_fed": ids, "window_ids": window_ids, "ids_held": held,
+        "bytes_held": size, "bytes_per_id": round(per_id, 1),
+        "table_slots": slots, "table_load": round(recent._used / slots, 3),
+        "bytes_per_id_before": round(before, 1),
+        "first_ref_us_per_id": round(lookup / ids * 1e6, 3),
+        "seal_expire_us_per_id": round(upkeep / ids * 1e6, 3),
+        "default_max_ids": DEFAULT_MAX_IDS,
+        "default_window_s_at_100k_eps_8_partitions": DEFAULT_MAX_IDS / rate_per_partition,
+        "mb_per_100k_eps_for_10_min": round(100_000 * 600 * per_id / 1e6),
+        "mb_per_100k_eps_for_10_min_before": round(100_000 * 600 * before / 1e6),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ids", type=int, default=250_000, help="new ids fed in all")
@@ -80,26 +104,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results-dedup.json")
     args = parser.parse_args()
 
-    size, kept = held_bytes(lambda: fill(args.ids, args.window_ids, args.batch))
-    recent = kept[0]  # type: ignore[index]
-    _, lookup, upkeep = fill(args.ids, args.window_ids, args.batch)  # timed untraced
-    held = len(recent)
-    per_id = size / held
-    before = before_bytes(held) / held
-    slots = len(recent._slots)
-    rate_per_partition = 100_000 / 8
-    results = {
-        "ids_fed": args.ids, "window_ids": args.window_ids, "ids_held": held,
-        "bytes_held": size, "bytes_per_id": round(per_id, 1),
-        "table_slots": slots, "table_load": round(recent._used / slots, 3),
-        "bytes_per_id_before": round(before, 1),
-        "first_ref_us_per_id": round(lookup / args.ids * 1e6, 3),
-        "seal_expire_us_per_id": round(upkeep / args.ids * 1e6, 3),
-        "default_max_ids": DEFAULT_MAX_IDS,
-        "default_window_s_at_100k_eps_8_partitions": DEFAULT_MAX_IDS / rate_per_partition,
-        "mb_per_100k_eps_for_10_min": round(100_000 * 600 * per_id / 1e6),
-        "mb_per_100k_eps_for_10_min_before": round(100_000 * 600 * before / 1e6),
-    }
+    results = measure(args.ids, args.window_ids, args.batch)
     for name, value in results.items():
         print(f"{name:45} {value}")
     args.out.write_text(json.dumps(results, indent=2) + "\n")

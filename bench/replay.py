@@ -51,10 +51,10 @@ def worker_argv(code: Path) -> tuple[str, ...]:
     return (sys.executable, "-m", "streams.cli", "worker")
 
 
-def run_worker(env: dict[str, str], expected: int, prefix: str,
-               client: redis.Redis) -> dict[str, float]:
-    """One cold start until `expected` messages are counted; its timings and RSS."""
-    log = HERE / f"{env['RANKFLOW_APP_ID']}-worker.log"
+def cold_start(env: dict[str, str], expected: int, prefix: str, client: redis.Redis,
+               log: Path) -> tuple[WorkerProcess, dict[str, float]]:
+    """Start a worker and wait until `expected` messages are counted; the running worker
+    and its timings, RSS now (`rss_now_mb`) and peak RSS. The caller stops the worker."""
     started = time.monotonic()
     # run from the code folder: `-m` puts the working directory first on sys.path
     code = Path(env.get("PYTHONPATH", HERE.parent))
@@ -71,15 +71,26 @@ def run_worker(env: dict[str, str], expected: int, prefix: str,
                 first_seen = time.monotonic()
         elapsed = time.monotonic() - started
         usage = worker.usage()
-        rss, cpu = usage.peak_rss_mb, usage.cpu_seconds
-    finally:
+    except BaseException:
         worker.stop()
-    log.unlink()
+        raise
     startup = (first_seen or started) - started
+    return worker, {"eps": expected / elapsed, "steady_eps": expected / (elapsed - startup),
+                    "seconds": elapsed, "startup_seconds": startup,
+                    "rss_mb": usage.peak_rss_mb, "rss_now_mb": usage.rss_mb,
+                    "cpu_us_per_event": usage.cpu_seconds / expected * 1e6}
+
+
+def run_worker(env: dict[str, str], expected: int, prefix: str,
+               client: redis.Redis) -> dict[str, float]:
+    """One cold start until `expected` messages are counted; its timings and RSS."""
+    log = HERE / f"{env['RANKFLOW_APP_ID']}-worker.log"
+    worker, run = cold_start(env, expected, prefix, client, log)
+    worker.stop()
+    log.unlink()
     delete_keys(client, prefix)
-    return {"eps": expected / elapsed, "steady_eps": expected / (elapsed - startup),
-            "seconds": elapsed, "startup_seconds": startup, "rss_mb": rss,
-            "cpu_us_per_event": cpu / expected * 1e6}
+    del run["rss_now_mb"]
+    return run
 
 
 def main() -> int:

@@ -57,6 +57,9 @@ class SimulatedPlatform:
     duplicate_share: float = 0.0
     unkeyed_share: float = 0.0
     campaign_share: float = 0.1
+    #: Zipf popularity instead of the log-normal body: the account of rank r (a random
+    #: order of the ids) draws events in proportion to 1 / r**zipf; None keeps the default
+    zipf: float | None = None
     rng: random.Random = field(init=False)
     ids: list[str] = field(init=False)
     weights: list[float] = field(init=False)
@@ -64,10 +67,16 @@ class SimulatedPlatform:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self.ids = [f"{CATEGORIES[i % len(CATEGORIES)]}.{i:05d}" for i in range(self.accounts)]
-        # log-normal body, Pareto tail (alpha ~ 1) for the top 1 %
-        weights = [self.rng.lognormvariate(0.0, 1.2) for _ in self.ids]
-        cutoff = sorted(weights)[int(len(weights) * 0.99)] if weights else 0.0
-        self.weights = [w if w < cutoff else cutoff * self.rng.paretovariate(1.0) for w in weights]
+        if self.zipf is not None:
+            weights = [1.0 / rank ** self.zipf for rank in range(1, self.accounts + 1)]
+            self.rng.shuffle(weights)
+            self.weights = weights
+        else:
+            # log-normal body, Pareto tail (alpha ~ 1) for the top 1 %
+            weights = [self.rng.lognormvariate(0.0, 1.2) for _ in self.ids]
+            cutoff = sorted(weights)[int(len(weights) * 0.99)] if weights else 0.0
+            self.weights = [w if w < cutoff else cutoff * self.rng.paretovariate(1.0)
+                            for w in weights]
         self._cumulative = list(_accumulate(self.weights))
         self._kinds = [k for k, _ in MIX]
         self._kind_weights = list(_accumulate([w for _, w in MIX]))
