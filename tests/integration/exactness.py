@@ -255,12 +255,12 @@ async def end_offsets(bootstrap: list[str], topic: str) -> dict[int, int]:
         await consumer.stop()
 
 
-async def read_dead_letters(bootstrap: list[str], topic: str,
-                            since: Mapping[int, int] | None = None) -> list[dict[str, Any]]:
-    """Every envelope on `topic` from offsets `since` (default: the start) to its end now."""
+async def read_records(bootstrap: list[str], topic: str,
+                       since: Mapping[int, int] | None = None) -> list[Any]:
+    """Every record on `topic` from offsets `since` (default: the start) to its end now."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
-    letters: list[dict[str, Any]] = []
+    found: list[Any] = []
     try:
         await consumer._client.force_metadata_update()
         tps = [TopicPartition(topic, p)
@@ -273,12 +273,18 @@ async def read_dead_letters(bootstrap: list[str], topic: str,
         while todo:
             batch = await consumer.getmany(*todo, timeout_ms=1000)
             for tp, records in batch.items():
-                letters += [orjson.loads(r.value) for r in records if r.offset < ends[tp]]
+                found += [r for r in records if r.offset < ends[tp]]
                 if records and records[-1].offset + 1 >= ends[tp]:
                     todo.discard(tp)
     finally:
         await consumer.stop()
-    return letters
+    return found
+
+
+async def read_dead_letters(bootstrap: list[str], topic: str,
+                            since: Mapping[int, int] | None = None) -> list[dict[str, Any]]:
+    """Every envelope on `topic` from offsets `since` (default: the start) to its end now."""
+    return [orjson.loads(r.value) for r in await read_records(bootstrap, topic, since)]
 
 
 def letter_counts(letters: list[dict[str, Any]], topic_prefix: str) -> Counter[tuple]:

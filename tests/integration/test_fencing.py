@@ -19,7 +19,6 @@ import time
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.core.ingest import partition_for
 from streams.core.periods import parse_periods
@@ -34,6 +33,7 @@ from tests.integration.exactness import (
     expected_layout,
     expected_series,
     layout,
+    read_records,
     scenario,
     series_of,
 )
@@ -91,66 +91,30 @@ def _assert_exact(d, want, want_series, what: str) -> None:
 
 
 def _dump_account_records(d, accounts: list[str]) -> None:
-    """Every changelog record of these accounts (offset, epoch, applied), and what the
-    workers logged of their partitions, for a restore that lost them."""
-    topic = d.topics.changelog(ACCOUNT_TABLE)
+    """Every changelog record of these accounts, for a restore that lost them."""
     wanted = {a.encode() for a in accounts}
-
-    async def read() -> list[dict]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=d.settings.bootstrap_servers,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
-        await consumer.start()
-        try:
-            tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
-            found, left = [], {tp for tp in tps if ends[tp]}
-            while left:
-                for tp, records in (await consumer.getmany(timeout_ms=2000)).items():
-                    for r in records:
-                        if r.key.split(b"#")[0] in wanted:
-                            found.append({"partition": tp.partition, "offset": r.offset,
-                                          "end": ends[tp], "key": r.key.decode(),
-                                          "value": r.value and r.value.decode()[:300]})
-                    if records and records[-1].offset + 1 >= ends[tp]:
-                        left.discard(tp)
-            return found
-        finally:
-            await consumer.stop()
-
+    records = [{"partition": r.partition, "offset": r.offset, "key": r.key.decode(),
+                "value": r.value and r.value.decode()[:300]}
+               for r in _changelog(d, ACCOUNT_TABLE) if r.key.split(b"#")[0] in wanted]
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "fencing-accounts.json").write_bytes(orjson.dumps(
-        {"accounts": accounts, "records": asyncio.run(read())}, option=orjson.OPT_INDENT_2))
+        {"accounts": accounts, "records": records}, option=orjson.OPT_INDENT_2))
+
+
+def _changelog(d, table: str) -> list:
+    """Every record of a table's changelog now (tests/integration/exactness.py)."""
+    return asyncio.run(read_records(d.settings.bootstrap_servers, d.topics.changelog(table)))
 
 
 def _misplaced_accounts(d) -> dict[str, list[tuple[int, int]]]:
     """Accounts with records in a changelog partition not their own: (partition, offset)
     of each such record (a restore drops an account whose last record read is one)."""
-    topic = d.topics.changelog(ACCOUNT_TABLE)
-
-    async def read() -> dict[str, list[tuple[int, int]]]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=d.settings.bootstrap_servers,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
-        await consumer.start()
-        try:
-            tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
-            found: dict[str, list[tuple[int, int]]] = {}
-            left = {tp for tp in tps if ends[tp]}
-            while left:
-                for tp, records in (await consumer.getmany(timeout_ms=2000)).items():
-                    for r in records:
-                        account = r.key.decode().split("#")[0]
-                        if partition_for(account, PARTITIONS) != tp.partition:
-                            found.setdefault(account, []).append((tp.partition, r.offset))
-                    if records and records[-1].offset + 1 >= ends[tp]:
-                        left.discard(tp)
-            return found
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
+    found: dict[str, list[tuple[int, int]]] = {}
+    for r in _changelog(d, ACCOUNT_TABLE):
+        account = r.key.decode().split("#")[0]
+        if partition_for(account, PARTITIONS) != r.partition:
+            found.setdefault(account, []).append((r.partition, r.offset))
+    return found
 
 
 def _dump_series_records(d, got, differ) -> None:
@@ -163,34 +127,13 @@ def _dump_series_records(d, got, differ) -> None:
     unit, per_chunk = {"1m": (60_000, 60), "1h": (3_600_000, 24)}[step]
     start = bucket // unit - bucket // unit % per_chunk
     keys = {f"{p}:series:{campaign}:{step}:{start}".encode() for p in range(PARTITIONS)}
-    topic = d.topics.changelog(PARTITION_TABLE)
-
-    async def read() -> list[dict]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=d.settings.bootstrap_servers,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
-        await consumer.start()
-        try:
-            tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-            consumer.assign(tps)
-            ends = await consumer.end_offsets(tps)
-            found, left = [], {tp for tp in tps if ends[tp]}
-            while left:
-                for tp, records in (await consumer.getmany(timeout_ms=2000)).items():
-                    for r in records:
-                        if r.key in keys:
-                            found.append({"partition": tp.partition, "offset": r.offset,
-                                          "timestamp": r.timestamp, "key": r.key.decode(),
-                                          "value": r.value and r.value.decode()})
-                    if records and records[-1].offset + 1 >= ends[tp]:
-                        left.discard(tp)
-            return found
-        finally:
-            await consumer.stop()
-
+    records = [{"partition": r.partition, "offset": r.offset, "timestamp": r.timestamp,
+                "key": r.key.decode(), "value": r.value and r.value.decode()}
+               for r in _changelog(d, PARTITION_TABLE) if r.key in keys]
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "fencing-series.json").write_bytes(orjson.dumps(
         {"series": name, "bucket": bucket, "cells": cells, "differ": {
-            str(t): v for t, v in buckets.items()}, "records": asyncio.run(read())},
+            str(t): v for t, v in buckets.items()}, "records": records},
         option=orjson.OPT_INDENT_2))
 
 
