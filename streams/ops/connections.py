@@ -143,14 +143,14 @@ class SyncBlockingSentinelPool(redis.sentinel.SentinelConnectionPool,
 def _sentinel_client(settings: Settings, asyncio: bool, blocking: bool,
                      options: dict[str, Any]) -> aioredis.Redis | redis.Redis:
     # the sentinels themselves: the same timeouts, no password of the primary's
-    watch = {"sentinel_kwargs": redis_timeouts(settings)}
+    watch = redis_timeouts(settings)
     kwargs = {**sentinel_connection_options(settings), **options}
     master = settings.redis_sentinel_master
     if asyncio:
-        sentinel = aiosentinel.Sentinel(settings.sentinel_addresses, **watch)
+        sentinel = aiosentinel.Sentinel(settings.sentinel_addresses, sentinel_kwargs=watch)
         pool = BlockingSentinelPool if blocking else aiosentinel.SentinelConnectionPool
         return sentinel.master_for(master, aioredis.Redis, pool, **kwargs)
-    sync = redis.sentinel.Sentinel(settings.sentinel_addresses, **watch)
+    sync = redis.sentinel.Sentinel(settings.sentinel_addresses, sentinel_kwargs=watch)
     sync_pool = SyncBlockingSentinelPool if blocking else redis.sentinel.SentinelConnectionPool
     return sync.master_for(master, redis.Redis, sync_pool, **kwargs)
 
