@@ -283,3 +283,65 @@ def test_the_partition_table_keeps_the_newer_series_chunk():
     assert table.data["1:series:spring:1m:600"].cells == {600: [9, 0, 0]}
     assert [c.cells for c in table.take_overtaken({1})] == [{600: [9, 0, 0]}]
     assert table.overtaken.keys == set()
+
+
+def test_recovery_gets_only_records_it_reads_now():
+    """Records fetched before a rebalance reach the queue after it: faust's recovery
+    would apply one of a revoked partition to the previous record's table and count its
+    offset as read, so the partition, assigned again later, would be read from past its
+    first records. The table manager's queue hands over only records fetched in this
+    generation, of partitions recovery reads now, as active or as standby."""
+    from streams.kafka.app import ReadChangelogQueue
+
+    app = create_app(Settings()).app
+    tables = app.tables
+    recovery = tables.recovery
+    queue = tables.changelog_queue
+    assert isinstance(queue, ReadChangelogQueue) and tables.changelog_queue is queue
+    kept, revoked, standby = (TP("app-account-state-changelog", p) for p in (0, 4, 5))
+    recovery.active_tps.add(kept)
+    recovery.standby_tps.add(standby)
+    app.consumer_generation_id = 7
+
+    def event(tp: TP, offset: int, generation: int = 7) -> Any:
+        return SimpleNamespace(message=SimpleNamespace(tp=tp, offset=offset,
+                                                       generation_id=generation))
+
+    async def taken() -> list[tuple[int, int]]:
+        for e in (event(revoked, 7), event(kept, 2, generation=6), event(kept, 3),
+                  event(revoked, 8), event(standby, 1)):
+            queue.put_nowait(e)
+        got = [await queue.get(), await queue.get()]
+        return [(e.message.tp.partition, e.message.offset) for e in got]
+
+    assert asyncio.run(taken()) == [(0, 3), (5, 1)]
+    assert queue.dropped == 3 and queue.empty()
+
+
+def test_changelog_records_stop_at_a_rebalance():
+    """A changelog record's delivery that waited through a rebalance is the last: the
+    rest are not delivered and the read offset stays where recovery's seek put it, so
+    the partition's reading from the seek is not skipped."""
+    app = create_app(Settings()).app
+    consumer = app.consumer
+    tp = TP("app-account-state-changelog", 4)
+    app.consumer_generation_id = 3
+    consumer._read_offset[tp] = None
+    delivered: list[int] = []
+
+    async def callback(message: Any) -> None:
+        delivered.append(message.offset)
+        if message.offset == 11:  # a rebalance while this one waited; recovery seeks
+            app.consumer_generation_id = 4
+            consumer._read_offset[tp] = None
+
+    consumer.callback = callback
+    consumer._to_message = lambda tp, record: record
+    records = {tp: offsets(10, 14)}
+    assert asyncio.run(consumer._split(records, None, app.topics.batch_topics, 3)) == {}
+    assert delivered == [10, 11]
+    assert consumer._read_offset[tp] is None
+    app.consumer_generation_id = 4
+    assert asyncio.run(consumer._split(records, None, app.topics.batch_topics, 4)) == {}
+    assert delivered == [10, 11, 10, 11, 12, 13] and consumer._read_offset[tp] == 14
+

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import faust
 from faust.serializers import codecs
 from faust.tables import TableManager
+from mode.utils.queues import ThrowableQueue
 
 from streams.core.aggregate import Topics
 from streams.core.series import ChunkRecord, decode_partition_record
@@ -185,8 +186,35 @@ class Wiring:
     partitions: PartitionTable
 
 
+class ReadChangelogQueue(ThrowableQueue):
+    """faust's queue of changelog records, handing recovery only the records it reads
+    now: fetched in this consumer generation, of a partition it reads (`reading`).
+
+    The record whose put waited while a rebalance stopped the flow enters the queue
+    after it (the consumer delivers no more: transport.BatchConsumer._split); recovery
+    seeks its partitions anew at each rebalance, so the record is read again if it is
+    still wanted. faust would take it, were its partition no longer assigned, as the
+    previous record's table's, and count its offset as read there
+    (tests/test_app.py::test_recovery_gets_only_records_it_reads_now;
+    tests/integration/test_concurrent_start.py).
+    """
+
+    def __init__(self, *args: Any, reading: Callable[[Any], bool], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reading = reading
+        self.dropped = 0
+
+    async def get(self) -> Any:
+        while True:
+            event = await super().get()
+            if self.reading(event.message):
+                return event
+            self.dropped += 1
+
+
 class PromptTableManager(TableManager):
-    """faust's table manager without its start-up pause.
+    """faust's table manager without its start-up pause, and with a changelog queue that
+    holds no records of partitions recovery no longer reads (`ReadChangelogQueue`).
 
     Stock faust sleeps a second before it collects the tables' changelog topics, so
     that tables declared late still register. rankflow declares every table in
@@ -197,6 +225,23 @@ class PromptTableManager(TableManager):
         if not self.should_stop:
             await self._update_channels()
             await self.recovery.start()
+
+    @property
+    def changelog_queue(self) -> ThrowableQueue:
+        if self._changelog_queue is None:
+            self._changelog_queue = ReadChangelogQueue(
+                maxsize=self.app.conf.stream_buffer_maxsize,
+                flow_control=self.app.flow_control, clear_on_resume=True,
+                reading=self._reading)
+        return self._changelog_queue
+
+    def _reading(self, message: Any) -> bool:
+        """Was this changelog record fetched in this generation, for a partition that
+        recovery reads?"""
+        if message.generation_id != self.app.consumer_generation_id:
+            return False
+        recovery = self.recovery
+        return message.tp in recovery.active_tps or message.tp in recovery.standby_tps
 
 
 def create_app(settings: Settings, replication: Replication = SINGLE_REPLICA) -> Wiring:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import re
 import signal
@@ -59,7 +60,7 @@ from tests.integration.exactness import (
 )
 from tests.reference import Expected, expected_state
 
-TRIALS = 5
+TRIALS = int(os.environ.get("RANKFLOW_CRASH_TRIALS", "5"))  # README: the full loops
 PARTITIONS = 8
 EVENTS = 30_000
 KILLS = 2
