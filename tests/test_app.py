@@ -345,3 +345,23 @@ def test_changelog_records_stop_at_a_rebalance():
     assert asyncio.run(consumer._split(records, None, app.topics.batch_topics, 4)) == {}
     assert delivered == [10, 11, 10, 11, 12, 13] and consumer._read_offset[tp] == 14
 
+
+def test_the_tables_free_the_partitions_they_no_longer_hold():
+    """faust's in-memory store drops at the end of recovery only the keys it read from
+    the changelog; the accounts, segments and chunks this worker wrote itself go too."""
+    from streams.core.dedup import Segment
+    from streams.core.series import ChunkRecord
+    from streams.core.state import AccountState
+
+    wiring = create_app(Settings())
+    accounts, partitions = wiring.accounts, wiring.partitions
+    for p in (1, 2):
+        accounts.data[f"acct-{p}"] = AccountState(f"acct-{p}", p)
+        partitions.data[f"{p}:000000000000"] = (p, Segment(0, 0, 0), None)
+        partitions.data[f"{p}:series:spring:1m:0"] = ChunkRecord(p, "spring", 0, 0, {}, [])
+    kept = {TP(accounts.changelog_topic.get_topic_name(), 2)}
+    asyncio.run(accounts.on_recovery_completed(kept, set()))
+    kept = {TP(partitions.changelog_topic.get_topic_name(), 2)}
+    asyncio.run(partitions.on_recovery_completed(set(), kept))  # a standby is held too
+    assert list(accounts.data) == ["acct-2"]
+    assert sorted(partitions.data) == ["2:000000000000", "2:series:spring:1m:0"]

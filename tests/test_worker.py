@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import aiokafka.errors as kafka_errors
@@ -173,8 +174,10 @@ class FakeProducer:
     async def send(self, topic, key, value, partition, timestamp, headers):
         self.sent.append((topic, key, value, partition, headers))
         future = asyncio.get_running_loop().create_future()
-        if not self.hang:
-            future.set_result(None)
+        if not self.hang:  # the broker's ack: offsets count up per topic partition
+            offset = sum(1 for s in self.sent if s[0] == topic and s[3] == partition) - 1
+            future.set_result(SimpleNamespace(topic=topic, partition=partition,
+                                              offset=offset))
         return future
 
 
@@ -223,6 +226,23 @@ def test_persist_sends_dead_letters_before_the_changelog_and_waits_for_acks():
     run(writer.persist(outbound, changelog))
     assert [s[0] for s in producer.sent] == ["events.dlq", "acc"]
     assert producer.sent[1][3] == 3
+
+
+def test_persist_tells_the_changelogs_acked_offsets_with_the_owners_at_build_time():
+    producer, told = FakeProducer(), []
+    runtimes = {3: object(), 5: object()}
+    writer = ChangelogWriter(producer.send, "acc", "part", {}, runtimes,
+                             acked=lambda sent, tenure: told.append((list(sent), tenure)))
+    tenure = writer.tenure({3})
+    assert tenure == {3: runtimes[3]}
+    outbound = [OutboundRecord("events.dlq", b"k", b"bad", None, None)]
+    changelog = [OutboundRecord("acc", b"a", b"s", 3, None),
+                 OutboundRecord("part", b"3:seg", b"s", 3, None),
+                 OutboundRecord("acc", b"b", b"s", 3, None)]
+    run(writer.persist(outbound, changelog, tenure))
+    assert told == [([("acc", 3, 0), ("part", 3, 0), ("acc", 3, 1)], tenure)]
+    run(writer.persist([], changelog))  # no owners noted (a rewrite's records): not told
+    assert len(told) == 1
 
 
 def test_a_send_whose_ack_never_comes_times_out(monkeypatch):
@@ -566,7 +586,10 @@ class FakeChangelog:
     def records(self, result, clock_ms, now_ms):
         return self.writer.records(result, clock_ms, now_ms)
 
-    async def persist(self, outbound, changelog):
+    def tenure(self, partitions):
+        return self.writer.tenure(partitions)
+
+    async def persist(self, outbound, changelog, tenure=None):
         await asyncio.sleep(0.01)
         self.calls.append(("kafka", [r.topic for r in outbound], len(changelog)))
 

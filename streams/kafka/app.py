@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -20,6 +21,7 @@ from typing import Any, ClassVar
 import faust
 from faust.serializers import codecs
 from faust.tables import TableManager
+from faust.types import TP
 from mode.utils.queues import ThrowableQueue
 
 from streams.core.aggregate import Topics
@@ -39,6 +41,8 @@ from streams.kafka.admin import DEAD_LETTER_MAX_BYTES, SINGLE_REPLICA, Replicati
 from streams.kafka.transport import BatchTopic
 from streams.ops.connections import faust_credentials
 from streams.ops.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class Utf8Codec(codecs.Codec):
@@ -61,6 +65,31 @@ class AccountStateCodec(codecs.Codec):
         return decode_record(s)
 
 
+def release(store: Any, kept: set[TP], partition_of: Callable[[Any], int]) -> int:
+    """Drop a table's values of the partitions it no longer holds, when recovery ends.
+
+    faust's in-memory store drops only the keys it read from the changelog; the values
+    this worker wrote itself stayed, their partition long gone to another worker
+    (tests/test_app.py::test_the_tables_free_the_partitions_they_no_longer_hold)."""
+    partitions = {tp.partition for tp in kept}
+    data = store.data
+    gone = [key for key, value in data.items() if partition_of(value) not in partitions]
+    for key in gone:
+        del data[key]
+    if gone:
+        log.info("%d values of partitions moved away freed", len(gone))
+    return len(gone)
+
+
+def report_read(table: str, read: Counter[int], active: set[TP]) -> None:
+    """Log the changelog records read for each partition this recovery held, and start
+    counting anew (a partition kept through a rebalance reads only what others wrote
+    since: streams/kafka/written.py; tests/integration/test_concurrent_start.py)."""
+    log.info("%s: changelog records read per partition: %s", table,
+             {p: read[p] for p in sorted(tp.partition for tp in active)})
+    read.clear()
+
+
 class AccountTable(faust.Table):
     """The account-state table: each account whole, assembled from its record and the
     part records read before it (streams/core/state.py; tests/test_app.py).
@@ -74,13 +103,17 @@ class AccountTable(faust.Table):
         super().__init__(*args, **kwargs)
         self.ahead = PartsAhead()
         self.overtaken = Overtaken()
+        #: changelog records read per partition since the last recovery ended
+        self.read: Counter[int] = Counter()
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         self.data.apply_changelog_batch(self._accounts(batch), to_key=self._to_key,
                                         to_value=self._whole)
 
     def _accounts(self, batch: Iterable[Any]) -> Iterator[Any]:
+        read = self.read
         for event in batch:
+            read[event.message.partition] += 1
             value = event.value
             account_id = value.account_id if isinstance(value, StatePart) else (
                 value.state.account_id if isinstance(value, AccountRecord) else None)
@@ -96,6 +129,11 @@ class AccountTable(faust.Table):
 
     def _whole(self, value: Any) -> Any:
         return self.ahead.account(value) if isinstance(value, AccountRecord) else value
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        release(self.data, active_tps | standby_tps, lambda state: state.partition)
+        report_read(self.name, self.read, active_tps)
+        await super().on_recovery_completed(active_tps, standby_tps)
 
     def take_overtaken(self, partitions: set[int]) -> list[AccountState]:
         """The overtaken accounts of these partitions, no longer marked."""
@@ -114,13 +152,17 @@ class PartitionTable(faust.Table):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.overtaken = Overtaken()
+        #: changelog records read per partition since the last recovery ended
+        self.read: Counter[int] = Counter()
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         self.data.apply_changelog_batch(self._current(batch), to_key=self._to_key,
                                         to_value=self._to_value)
 
     def _current(self, batch: Iterable[Any]) -> Iterator[Any]:
+        read = self.read
         for event in batch:
+            read[event.message.partition] += 1
             if isinstance(event.value, ChunkRecord):
                 current = self.data.get(event.key)
                 if not self.overtaken.admits(
@@ -128,6 +170,12 @@ class PartitionTable(faust.Table):
                         event.value.epoch):
                     continue
             yield event
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        release(self.data, active_tps | standby_tps,
+                lambda v: v.partition if isinstance(v, ChunkRecord) else v[0])
+        report_read(self.name, self.read, active_tps)
+        await super().on_recovery_completed(active_tps, standby_tps)
 
     def take_overtaken(self, partitions: set[int]) -> list[ChunkRecord]:
         """The overtaken chunks of these partitions, no longer marked."""

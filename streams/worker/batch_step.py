@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from streams.core.aggregate import BatchResult
@@ -54,8 +54,10 @@ class Changelog(Protocol):
     def records(self, result: BatchResult, clock_ms: int,
                 now_ms: int) -> list[OutboundRecord]: ...
 
-    async def persist(self, outbound: list[OutboundRecord],
-                      changelog: list[OutboundRecord]) -> None: ...
+    def tenure(self, partitions: Iterable[int]) -> dict[int, object]: ...
+
+    async def persist(self, outbound: list[OutboundRecord], changelog: list[OutboundRecord],
+                      tenure: Mapping[int, object] | None = None) -> None: ...
 
 
 class BatchStep:
@@ -87,7 +89,8 @@ class BatchStep:
         2. aggregate the records (pure, in memory): counts, dead letters, re-keyed
            copies, each changed account once;
         3. take the accounts whose buckets left a window by the clock (decay);
-        4. encode the changed state as changelog records;
+        4. encode the changed state as changelog records, noting the partitions' owners
+           (their acked records then count as read: streams/kafka/written.py);
         5. score the changed and decayed accounts into one board update;
         6. count the batch in the metrics;
         7. queue the writes after every write before them: Redis alongside the dead
@@ -107,11 +110,14 @@ class BatchStep:
             self.reporter.count(batch, result.counted, result.dead_lettered)
             sampled = [r.timestamp for records in batch.values()
                        for r in records[::SAMPLE_EVERY]]
+            tenure = self.changelog.tenure({r.partition for r in changelog
+                                            if r.partition is not None})
             return self.order.then(self._write(outbound_records(result.outbound), changelog,
-                                               update, sampled))
+                                               tenure, update, sampled))
 
     async def _write(self, outbound: list[OutboundRecord], changelog: list[OutboundRecord],
-                     update: BoardUpdate, produced_ms: list[int]) -> None:
+                     tenure: Mapping[int, object], update: BoardUpdate,
+                     produced_ms: list[int]) -> None:
         """Redis alongside Kafka: its values are absolute, so if a crash loses the
         changelog the batch is replayed and rewrites the same values. Redis first: its
         request leaves before the changelog's sends take the event loop. Nothing is
@@ -120,5 +126,5 @@ class BatchStep:
         if not self.fence.current(update.fences):
             return
         await asyncio.gather(self.write_redis(update),
-                             self.changelog.persist(outbound, changelog))
+                             self.changelog.persist(outbound, changelog, tenure))
         self.metrics.observe_latency(produced_ms, int(time.time() * 1000))

@@ -48,6 +48,9 @@ class OutboundRecord(NamedTuple):
 #: faust's `producer.send(topic, key, value, partition, timestamp, headers)`: returns
 #: the future of the broker's ack
 Send = Callable[..., Awaitable[Awaitable[Any]]]
+#: (topic, partition, offset) of acked changelog records, and each partition's owner
+#: when they were built (OwnRecordsRead.acked)
+Acked = Callable[[Iterable[tuple[str, int, int]], Mapping[int, object]], None]
 
 
 def outbound_records(outbound: Sequence[Outbound]) -> list[OutboundRecord]:
@@ -65,8 +68,11 @@ class ChangelogWriter:
                  watcher: RetryWatcher | None = None,
                  dedup_cut: Callable[[int, DedupCut], None] | None = None,
                  generation: Callable[[], int] = lambda: 0,
-                 renew: Callable[[], Awaitable[None]] | None = None) -> None:
+                 renew: Callable[[], Awaitable[None]] | None = None,
+                 acked: Acked | None = None) -> None:
         self.send = send
+        #: told of the changelog records the broker acked (streams/kafka/written.py)
+        self.acked = acked
         #: replaces the producer when the broker no longer follows its sequence
         self.renew = renew
         #: the consumer group's generation now: the owner epoch of the records built
@@ -153,28 +159,37 @@ class ChangelogWriter:
             self.dedup_cut(partition, cut)
         return records
 
-    async def persist(self, outbound: list[OutboundRecord],
-                      changelog: list[OutboundRecord]) -> None:
-        """Dead letters and re-keyed copies, then the changelog, each until acked."""
+    def tenure(self, partitions: Iterable[int]) -> dict[int, object]:
+        """What owns these partitions now: their runtimes, to tell at the ack whether
+        they were kept since (OwnRecordsRead)."""
+        return {p: self.runtimes.get(p) for p in partitions}
+
+    async def persist(self, outbound: list[OutboundRecord], changelog: list[OutboundRecord],
+                      tenure: Mapping[int, object] | None = None) -> None:
+        """Dead letters and re-keyed copies, then the changelog, each until acked;
+        then the acked changelog records are told (`acked`) with the partitions' owners
+        when they were built (`tenure`)."""
         await retrying("sending dead letters and re-keyed events",
                        lambda: self.send_all(outbound), watcher=self.watcher)
-        await retrying("writing the changelog", lambda: self.send_all(changelog),
-                       watcher=self.watcher)
+        acks = await retrying("writing the changelog", lambda: self.send_all(changelog),
+                              watcher=self.watcher)
+        if self.acked is not None and tenure:
+            self.acked(((m.topic, m.partition, m.offset) for m in acks), tenure)
 
-    async def send_all(self, records: list[OutboundRecord]) -> None:
-        """Send all, then wait until the broker has every one (within PRODUCE_TIMEOUT).
+    async def send_all(self, records: list[OutboundRecord]) -> list[Any]:
+        """Send all, then wait until the broker has every one (within PRODUCE_TIMEOUT);
+        their acks' metadata (topic, partition, offset), in order.
 
         Sending again is safe: state records are absolute, re-keyed copies are
         recognised by their origin, and dead letters are at-least-once.
         """
-        async def sent() -> None:
+        async def sent() -> list[Any]:
             futures = [await self.send(r.topic, r.key, r.value, r.partition, None, r.headers)
                        for r in records]
-            if futures:
-                await asyncio.gather(*futures)
+            return list(await asyncio.gather(*futures)) if futures else []
 
         try:
-            await asyncio.wait_for(sent(), PRODUCE_TIMEOUT)
+            return await asyncio.wait_for(sent(), PRODUCE_TIMEOUT)
         except Exception as exc:
             if self.renew is not None and isinstance(unwrapped(exc), PRODUCER_LOST):
                 log.warning("the broker no longer follows this producer's sequence (%r): "

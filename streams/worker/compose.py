@@ -33,6 +33,7 @@ from streams.core.windows import Windows
 from streams.kafka.app import Wiring
 from streams.kafka.recovered import tables_recovered
 from streams.kafka.transport import BatchConductor, left_to_read
+from streams.kafka.written import OwnRecordsRead
 from streams.ops.settings import Settings
 from streams.sink.cluster import board_writer
 from streams.sink.keys import RedisKeys
@@ -128,7 +129,9 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
                                 runtimes, liveness,
                                 DedupCutWatch(metrics, settings.dedup_max_ids).observe,
                                 lambda: app.consumer_generation_id,
-                                getattr(app.producer, "renew", None))
+                                getattr(app.producer, "renew", None),
+                                OwnRecordsRead(lambda: app.tables.recovery,  # type: ignore[attr-defined]
+                                               runtimes.get).acked)
 
     def heal(partitions: set[int]) -> asyncio.Future[None] | None:
         states = wiring.accounts.take_overtaken(partitions)
@@ -141,10 +144,11 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
                     len(chunks))
         records = [*changelog.account_records(states, clock()),
                    *changelog.chunk_records(chunks)]
+        tenure = changelog.tenure(partitions)
 
         async def write() -> None:
             if fence.may_write():
-                await changelog.persist([], records)
+                await changelog.persist([], records, tenure)
 
         return order.then(write())
 

@@ -15,8 +15,10 @@ in it. `RANKFLOW_RESTART_ROUNDS` sets the rounds (2 in `make test`; README: the 
 
 from __future__ import annotations
 
+import ast
 import os
 import random
+import re
 import time
 
 import pytest
@@ -84,3 +86,44 @@ def _restart_both(d, pause: float, clock: int) -> None:
 def _logged(worker, text: str) -> bool:
     return text in worker.log.read_text(errors="replace")
 
+
+def test_a_join_reads_again_nothing_the_worker_that_kept_partitions_wrote(deploy):
+    """The first worker wrote every changelog record itself; when a second joins, the
+    first keeps half the partitions and reads none of their records again (its own acked
+    records count as read: streams/kafka/written.py), while the second reads the other
+    half whole. Before, a rebalance re-read every kept partition from its last reading."""
+    d = deploy(**ENV)
+    messages = with_closing_events(scenario(20_000, accounts=3_000))
+    expected = expected_state([(m.kind, m.key, m.value) for m in messages],
+                              parse_periods(PERIODS))
+    clock = max(e.ts for a in expected.accounts.values() for _, e in a.events)
+    d.produce(messages)
+    first = d.start_worker()
+    d.wait_counted(expected.counted, expected.dead, timeout=180)
+    second = d.start_worker()
+    d.wait_for(lambda: _logged(second, "Redis rewritten from state"), 90,
+               "the second worker's partitions rewritten")
+    d.wait_for(lambda: _split_between(first, second), 60,
+               "the partitions split between the two workers' last recoveries")
+    kept, taken = _reads(first)[-1], _reads(second)[-1]
+    assert set(kept.values()) == {0}, f"records read again by the worker that wrote them: {kept}"
+    assert all(n > 0 for n in taken.values()), taken
+    time.sleep(2)
+    got = layout(d.redis, d.prefix)
+    want = expected_layout(expected, clock)
+    diff = compare(contract_keys(got), want)
+    assert len(diff.keys) == 0, describe(got, want, diff.keys, 5)
+
+
+def _reads(worker) -> list[dict[int, int]]:
+    """Each recovery's account changelog records read per partition, from its log."""
+    return [ast.literal_eval(m) for m in re.findall(
+        r"account-state: changelog records read per partition: (\{[^}]*\})",
+        worker.log.read_text(errors="replace"))]
+
+
+def _split_between(first, second) -> bool:
+    kept, taken = _reads(first), _reads(second)
+    return bool(len(kept) >= 2 and taken and kept[-1] and taken[-1]
+                and not kept[-1].keys() & taken[-1].keys()
+                and len(kept[-1]) + len(taken[-1]) == 8)
