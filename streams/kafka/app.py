@@ -251,13 +251,24 @@ class ReadChangelogQueue(ThrowableQueue):
         super().__init__(*args, **kwargs)
         self.reading = reading
         self.dropped = 0
+        #: is recovery waiting for its next record (so done with every one before)?
+        self.idle = False
 
     async def get(self) -> Any:
-        while True:
-            event = await super().get()
-            if self.reading(event.message):
-                return event
-            self.dropped += 1
+        self.idle = True
+        try:
+            while True:
+                event = await super().get()
+                if self.reading(event.message):
+                    return event
+                self.dropped += 1
+        finally:
+            self.idle = False
+
+    def settled(self) -> bool:
+        """Has recovery taken and handled every record handed to it? (It asks for the
+        next only once it is done with the last: streams/kafka/bulk_read.py.)"""
+        return self.empty() and self.idle
 
 
 class PromptTableManager(TableManager):

@@ -5,7 +5,8 @@ queue, a stream step, an ack), which costs more CPU than rankflow's own work on 
 (figures in docs/performance.md). rankflow's topics are instead
 delivered as the record batches aiokafka fetched, to `BatchConductor.batch_handler`.
 Everything else stays faust's: the consumer group, partition assignment, table
-recovery (changelog topics still take the per-message path), offset commits.
+recovery (changelog records reach it one at a time, except the fetches it reads in
+bulk: streams/kafka/bulk_read.py), offset commits.
 
 The handler applies a batch and returns its pending writes (an awaitable); the consumer
 fetches and applies the next batch while one batch's writes are in flight.
@@ -50,6 +51,7 @@ from faust.types import TP, TopicT
 from mode import Service
 from mode.utils.objects import cached_property
 
+from streams.kafka.bulk_read import BulkChangelogReader
 from streams.kafka.fetched import fetched_round
 
 log = logging.getLogger(__name__)
@@ -170,6 +172,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     def _new_consumer_thread(self) -> BatchConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    @cached_property
+    def _bulk_reader(self) -> BulkChangelogReader:
+        return BulkChangelogReader(self.app)
 
     @cached_property
     def _conductor(self) -> BatchConductor:
@@ -303,6 +309,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
                              "from offset %d", tp, recs[0].offset)
                 held[tp] = recs
                 continue
+            recs = await self._bulk_reader.take(tp, recs, generation,
+                                                lambda: self.flow_active)
             for record in recs:
                 if not self.flow_active or self.app.consumer_generation_id != generation:
                     break
