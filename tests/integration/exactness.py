@@ -23,8 +23,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.core.periods import parse_periods
 from streams.dev.simulate import CAMPAIGNS, SimulatedPlatform
-from tests.reference import Expected
+from tests.reference import Expected, expected_state
 
 START = 1_525_000_000_000  # 2018-04-29
 DAY = 86_400_000
@@ -130,6 +131,14 @@ def expected_series(expected: Expected, clock: int,
             if cells:
                 out[f"series:{campaign}:{step}"] = cells
     return out
+
+
+def expected_replay(messages: list) -> tuple[Expected, int]:
+    """The reference state of an event-clock replay of these messages, and the clock it
+    ends at (the newest event time)."""
+    expected = expected_state([(m.kind, m.key, m.value) for m in messages],
+                              parse_periods(PERIODS))
+    return expected, max(e.ts for a in expected.accounts.values() for _, e in a.events)
 
 
 def expected_layout(expected: Expected, clock: int) -> dict[str, Any]:

@@ -23,18 +23,17 @@ import time
 
 import pytest
 
-from streams.core.periods import parse_periods
 from tests.integration.exactness import (
     PERIODS,
     compare,
     contract_keys,
     describe,
     expected_layout,
+    expected_replay,
     layout,
     scenario,
 )
 from tests.integration.test_fencing import with_closing_events
-from tests.reference import expected_state
 
 ACCOUNTS = int(os.environ.get("RANKFLOW_RESTART_ACCOUNTS", "60000"))
 ROUNDS = int(os.environ.get("RANKFLOW_RESTART_ROUNDS", "2"))
@@ -47,9 +46,7 @@ ENV = {"RANKFLOW_CLOCK": "event", "RANKFLOW_PERIODS": PERIODS, "RANKFLOW_PARTITI
 def test_two_workers_started_at_once_restore_every_account(deploy):
     d = deploy(**ENV)
     messages = with_closing_events(scenario(EVENTS, accounts=ACCOUNTS))
-    expected = expected_state([(m.kind, m.key, m.value) for m in messages],
-                              parse_periods(PERIODS))
-    clock = max(e.ts for a in expected.accounts.values() for _, e in a.events)
+    expected, clock = expected_replay(messages)
     want = expected_layout(expected, clock)
     d.produce(messages)
     d.start_worker()
@@ -94,9 +91,7 @@ def test_a_join_reads_again_nothing_the_worker_that_kept_partitions_wrote(deploy
     half whole. Before, a rebalance re-read every kept partition from its last reading."""
     d = deploy(**ENV)
     messages = with_closing_events(scenario(20_000, accounts=3_000))
-    expected = expected_state([(m.kind, m.key, m.value) for m in messages],
-                              parse_periods(PERIODS))
-    clock = max(e.ts for a in expected.accounts.values() for _, e in a.events)
+    expected, clock = expected_replay(messages)
     d.produce(messages)
     first = d.start_worker()
     d.wait_counted(expected.counted, expected.dead, timeout=180)
