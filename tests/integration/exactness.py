@@ -133,11 +133,11 @@ def expected_series(expected: Expected, clock: int,
     return out
 
 
-def expected_replay(messages: list) -> tuple[Expected, int]:
-    """The reference state of an event-clock replay of these messages, and the clock it
-    ends at (the newest event time)."""
+def expected_replay(messages: list, periods: str = PERIODS) -> tuple[Expected, int]:
+    """The reference state of an event-clock replay of these messages with these
+    periods (`RANKFLOW_PERIODS`), and the clock it ends at (the newest event time)."""
     expected = expected_state([(m.kind, m.key, m.value) for m in messages],
-                              parse_periods(PERIODS))
+                              parse_periods(periods))
     return expected, max(e.ts for a in expected.accounts.values() for _, e in a.events)
 
 

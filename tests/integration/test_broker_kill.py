@@ -35,7 +35,6 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streams.core.periods import parse_periods
 from streams.ops.settings import Settings
 from tests.integration.conftest import ARTIFACTS, Deployment
 from tests.integration.exactness import (
@@ -45,12 +44,12 @@ from tests.integration.exactness import (
     describe,
     end_offsets,
     expected_layout,
+    expected_replay,
     layout,
     scenario,
     stack_dump,
 )
 from tests.integration.test_outages import free_ports
-from tests.reference import expected_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.brokers]
 
@@ -152,9 +151,7 @@ def test_the_broker_leading_most_input_partitions_is_killed_mid_replay_and_all_e
         cluster):
     started = time.monotonic()
     messages = scenario(EVENTS, seed=41)
-    expected = expected_state([(m.kind, m.key, m.value) for m in messages],
-                              parse_periods(PERIODS))
-    clock = max(e.ts for a in expected.accounts.values() for _, e in a.events)
+    expected, clock = expected_replay(messages)
     settings = Settings(kafka=cluster["RANKFLOW_KAFKA"], redis=cluster["RANKFLOW_REDIS"])
     d = Deployment(settings, f"k{uuid.uuid4().hex[:10]}", {
         "RANKFLOW_KAFKA": cluster["RANKFLOW_KAFKA"], "RANKFLOW_REDIS": cluster["RANKFLOW_REDIS"],

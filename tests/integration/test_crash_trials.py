@@ -39,7 +39,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streams.core.ingest import partition_for
-from streams.core.periods import parse_periods
 from streams.dev.simulate import CAMPAIGNS, Message
 from tests.integration.conftest import ARTIFACTS, Deployment
 from tests.integration.exactness import (
@@ -50,6 +49,7 @@ from tests.integration.exactness import (
     describe,
     end_offsets,
     expected_layout,
+    expected_replay,
     expected_series,
     layout,
     letter_counts,
@@ -58,7 +58,7 @@ from tests.integration.exactness import (
     stack_dump,
     unregistered,
 )
-from tests.reference import Expected, expected_state
+from tests.reference import Expected
 
 TRIALS = int(os.environ.get("RANKFLOW_CRASH_TRIALS", "5"))  # README: the full loops
 PARTITIONS = 8
@@ -114,9 +114,7 @@ def replay(stack):
     shared = Deployment(stack, f"c{uuid.uuid4().hex[:10]}",
                         {**ENV, "RANKFLOW_BATCH_MAX_RECORDS": REFERENCE_BATCH})
     messages = scenario(EVENTS)
-    expected = expected_state([(m.kind, m.key, m.value) for m in messages],
-                              parse_periods(PERIODS))
-    clock = max(e.ts for a in expected.accounts.values() for _, e in a.events)
+    expected, clock = expected_replay(messages)
     shared.produce(messages)
     worker = shared.start_worker()
     shared.wait_counted(expected.counted, expected.dead, timeout=120)

@@ -6,10 +6,8 @@ import time
 import orjson
 import pytest
 
-from streams.core.periods import parse_periods
 from streams.dev.simulate import CAMPAIGNS, CATEGORIES, Message, SimulatedPlatform
-from tests.integration.exactness import dead_letters_since, end_offsets
-from tests.reference import expected_state
+from tests.integration.exactness import dead_letters_since, end_offsets, expected_replay
 
 START = 1_525_000_000_000  # 2018-04-29
 DAY = 86_400_000
@@ -48,9 +46,7 @@ def scenario():
 def test_event_clock_replay_matches_the_reference_in_every_window(deploy):
     d = deploy(RANKFLOW_CLOCK="event", RANKFLOW_PERIODS=PERIODS)
     messages = scenario()
-    expected = expected_state([(m.kind, m.key, m.value) for m in messages],
-                              parse_periods(PERIODS))
-    clock = max(e.ts for a in expected.accounts.values() for _, e in a.events)
+    expected, clock = expected_replay(messages, PERIODS)
     d.produce(messages)
     d.start_worker()
     d.wait_counted(expected.counted, expected.dead, timeout=180)
@@ -106,9 +102,7 @@ def test_an_event_far_in_the_future_is_dead_lettered_and_the_boards_stay(deploy)
     for good and empty every rolling board: it is dead-lettered, as under the wall clock."""
     d = deploy(RANKFLOW_CLOCK="event", RANKFLOW_PERIODS=PERIODS)
     messages = scenario()
-    expected = expected_state([(m.kind, m.key, m.value) for m in messages],
-                              parse_periods(PERIODS))
-    clock = max(e.ts for a in expected.accounts.values() for _, e in a.events)
+    expected, clock = expected_replay(messages, PERIODS)
     account_id = next(iter(expected.accounts))
     future = Message("view", account_id.encode(), orjson.dumps(
         {"event_id": "from-2286", "account_id": account_id, "ts": 9_999_999_999_999}))

@@ -20,7 +20,6 @@ import orjson
 import pytest
 
 from streams.core.ingest import partition_for
-from streams.core.periods import parse_periods
 from streams.core.topics import ACCOUNT_TABLE, PARTITION_TABLE
 from streams.dev.simulate import Message
 from tests.integration.conftest import ARTIFACTS
@@ -30,13 +29,13 @@ from tests.integration.exactness import (
     contract_keys,
     describe,
     expected_layout,
+    expected_replay,
     expected_series,
     layout,
     read_records,
     scenario,
     series_of,
 )
-from tests.reference import expected_state
 
 EVENTS = 24_000
 RATE = 800.0  # events/s: a live replay of about 30 s
@@ -53,9 +52,7 @@ def with_closing_events(messages: list[Message]) -> list[Message]:
     """The replay, then one view per partition at its last event time: each worker's
     event clock is the largest event time of its own partitions, so this brings both to
     the same clock and their boards decay alike."""
-    expected = expected_state([(m.kind, m.key, m.value) for m in messages],
-                              parse_periods(PERIODS))
-    last = max(e.ts for a in expected.accounts.values() for _, e in a.events)
+    _, last = expected_replay(messages)
     by_partition: dict[int, str] = {}
     for m in messages:
         if m.kind == "accounts" and m.key:
@@ -155,9 +152,7 @@ def test_fencing_on_the_redis_cluster(cluster_deploy):
 
 def stall_and_check(d) -> None:
     messages = with_closing_events(scenario(EVENTS))
-    expected = expected_state([(m.kind, m.key, m.value) for m in messages],
-                              parse_periods(PERIODS))
-    clock = max(e.ts for a in expected.accounts.values() for _, e in a.events)
+    expected, clock = expected_replay(messages)
     want = expected_layout(expected, clock)
     want_series = expected_series(expected, clock)
     producer = threading.Thread(target=d.produce, args=(messages, RATE), daemon=True)

@@ -32,7 +32,6 @@ import orjson
 import pytest
 
 from streams.core.ingest import partition_for
-from streams.core.periods import parse_periods
 from streams.dev.devstack import DevStack
 from streams.dev.simulate import Message
 from streams.ops.settings import Settings
@@ -44,11 +43,12 @@ from tests.integration.exactness import (
     describe,
     end_offsets,
     expected_layout,
+    expected_replay,
     layout,
     scenario,
     stack_dump,
 )
-from tests.reference import Expected, expected_state
+from tests.reference import Expected
 
 EVENTS = 20_000
 START = 1_525_000_000_000
@@ -108,9 +108,7 @@ class Replay:
 @pytest.fixture(scope="module")
 def replay() -> Replay:
     messages = scenario(EVENTS, seed=31)
-    expected = expected_state([(m.kind, m.key, m.value) for m in messages],
-                              parse_periods(PERIODS))
-    clock = max(e.ts for a in expected.accounts.values() for _, e in a.events)
+    expected, clock = expected_replay(messages)
     return Replay(messages, expected, clock)
 
 

@@ -25,13 +25,12 @@ import pytest
 import redis
 import redis.cluster
 
-from streams.core.periods import parse_periods
 from streams.dev.devstack import DevStack
 from streams.ops.settings import Settings
 from tests.integration.conftest import ARTIFACTS
+from tests.integration.exactness import expected_replay
 from tests.integration.test_event_clock import PERIODS, exact_after_failover, scenario
 from tests.integration.test_redis_sentinel import wait_until
-from tests.reference import expected_state
 
 RATE = 1_000.0  # events/s: a live replay of about 20 s
 
@@ -75,9 +74,7 @@ def test_a_primary_killed_mid_replay_its_replica_promoted_the_layout_ends_exact(
                        RANKFLOW_REDIS_SOCKET_TIMEOUT="3", RANKFLOW_BATCH_MAX_RECORDS="500",
                        PYTHONUNBUFFERED="1")
     messages = scenario()
-    expected = expected_state([(m.kind, m.key, m.value) for m in messages],
-                              parse_periods(PERIODS))
-    clock = max(e.ts for a in expected.accounts.values() for _, e in a.events)
+    expected, clock = expected_replay(messages, PERIODS)
     meta_key = f"{d.prefix}meta"
     victim = primary_of(meta_key, dev_cluster.cluster_nodes[0].port)
     nodes = {p.port: p for p in dev_cluster.recorded()

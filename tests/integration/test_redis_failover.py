@@ -26,12 +26,11 @@ from typing import NamedTuple
 import pytest
 import redis
 
-from streams.core.periods import parse_periods
 from tests.integration.conftest import ARTIFACTS
+from tests.integration.exactness import expected_replay
 from tests.integration.test_event_clock import PERIODS, exact_after_failover, scenario
 from tests.integration.test_outages import free_ports
 from tests.integration.test_redis_sentinel import wait_until
-from tests.reference import expected_state
 
 SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 SENTINEL = shutil.which("redis-sentinel")
@@ -106,9 +105,7 @@ def test_the_primary_killed_mid_replay_the_layout_ends_exact(sentinels, deploy):
                RANKFLOW_BATCH_MAX_RECORDS="500", PYTHONUNBUFFERED="1")
     d.redis = redis.Redis(port=sentinels.primary_port, decode_responses=True)
     messages = scenario()
-    expected = expected_state([(m.kind, m.key, m.value) for m in messages],
-                              parse_periods(PERIODS))
-    clock = max(e.ts for a in expected.accounts.values() for _, e in a.events)
+    expected, clock = expected_replay(messages, PERIODS)
     producer = threading.Thread(target=d.produce, args=(messages, RATE), daemon=True)
     worker = d.start_worker()
     producer.start()
