@@ -223,8 +223,9 @@ def plot(samples: list[dict[str, Any]], summary: dict[str, Any], path: Path) -> 
         ax.grid(alpha=0.3)
         if load_end < minutes[-1]:
             ax.axvline(load_end, color="grey", linestyle=":", linewidth=1)
-    fig.suptitle(f"rankflow soak: {summary['rate']:,.0f} events/s for {summary['minutes']:g} min "
-                 f"(achieved {summary['achieved_eps']:,}/s, one worker)", fontsize="medium")
+    fig.suptitle(f"rankflow soak: {summary['accounts']:,} accounts, {summary['rate']:,.0f} "
+                 f"events/s for {summary['minutes']:g} min (achieved "
+                 f"{summary['achieved_eps']:,}/s, one worker)", fontsize="medium")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -237,6 +238,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, required=True, help="events per second")
     parser.add_argument("--minutes", type=float, required=True)
     parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--zipf", type=float, default=None,
+                        help="Zipf popularity of the live events (the million replay's is "
+                             "1.0); default: the simulator's own mix")
     parser.add_argument("--out", type=Path, default=HERE / "results-soak.json")
     parser.add_argument("--plot", type=Path, default=HERE.parent / "docs" / "soak.png")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every sample")
@@ -273,7 +277,7 @@ def main() -> int:
         started = sampler.started = time.monotonic()
         sampler.thread.start()
         sent = asyncio.run(live_load(settings, topics, args.rate, seconds, None,
-                                     args.accounts, on_sent))
+                                     args.accounts, on_sent, zipf=args.zipf))
         load_s = time.monotonic() - started
         load_cpu = (worker.usage().cpu_seconds - cpu0[0], time.process_time() - cpu0[1])
         sampler.produced = sent
@@ -314,8 +318,10 @@ def main() -> int:
     summary = summarize(sampler.samples, args.rate, args.minutes, sent, load_s, load_cpu,
                         catch_up_s, peak)
     summary["events_in_kafka"] = in_kafka
+    summary["accounts"] = args.accounts
     results = {"summary": summary, "samples": sampler.samples,
-               "accounts": args.accounts, "partitions": settings.partitions,
+               "accounts": args.accounts, "zipf": args.zipf,
+               "partitions": settings.partitions,
                "sample_every_s": SAMPLE_EVERY_S,
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                           f"Python {platform.python_version()}"}
