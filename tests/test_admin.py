@@ -52,6 +52,9 @@ def test_every_topic_is_declared_with_the_replication_and_min_insync():
         assert topic.topic_configs["min.insync.replicas"] == "2"
     for name in (*CHANGELOGS, TOPICS.accounts):
         assert declared[name].topic_configs["cleanup.policy"] == "compact"
+    for name in CHANGELOGS:  # compacted while they grow, not only past 1 GiB
+        assert declared[name].topic_configs["segment.bytes"] == str(64 * 1024 * 1024)
+    assert "segment.bytes" not in declared[TOPICS.accounts].topic_configs
 
 
 def good_layout(partitions: int = 8) -> dict[str, FoundTopic]:

@@ -108,4 +108,5 @@ def test_the_changelogs_are_declared_with_the_topics_under_fausts_names():
         name = table.changelog_topic.get_topic_name()
         assert declared[name].num_partitions == 8
         assert declared[name].topic_configs == {"cleanup.policy": "compact",
-                                                "min.insync.replicas": "1"}
+                                                "min.insync.replicas": "1",
+                                                "segment.bytes": str(64 * 1024 * 1024)}

@@ -25,6 +25,10 @@ class TopicLayoutError(SystemExit):
 
 #: the largest dead-letter record: a base64 envelope of a 2 MiB message fits
 DEAD_LETTER_MAX_BYTES = 4 * 1024 * 1024
+#: a changelog segment's size: compaction cleans closed segments only, so a recovery
+#: reads at most this much of every record an account had (Kafka's default, 1 GiB, left
+#: a million accounts' changelogs uncompacted: docs/performance.md)
+CHANGELOG_SEGMENT_BYTES = 64 * 1024 * 1024
 #: describes of the topics, DESCRIBE_PAUSE seconds apart, until every broker knows them
 DESCRIBE_TRIES = 20
 DESCRIBE_PAUSE = 0.5
@@ -75,7 +79,8 @@ def declarations(topics: Topics, partitions: int,
     changelogs = changelog_names(topics)
     insync = {"min.insync.replicas": str(replication.min_insync)}
     compacted = {"cleanup.policy": "compact", **insync}
-    configs = {topics.accounts: compacted, **dict.fromkeys(changelogs, compacted),
+    changelog = {**compacted, "segment.bytes": str(CHANGELOG_SEGMENT_BYTES)}
+    configs = {topics.accounts: compacted, **dict.fromkeys(changelogs, changelog),
                topics.dlq: {"max.message.bytes": str(DEAD_LETTER_MAX_BYTES), **insync}}
     return [NewTopic(name, partitions, replication.factor,
                      topic_configs=configs.get(name, insync))
