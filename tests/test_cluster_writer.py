@@ -79,3 +79,4 @@ def test_the_oldest_stamp_over_the_shards_and_none_where_a_shard_has_none():
     found = [{0: (4, 9), 1: (4, 3)}, {0: (4, 7), 1: (5, 1)}, {0: (4, 8)}]
     assert oldest(found, [0, 1, 2]) == {0: (4, 7)}
     assert oldest([], [0]) == {}
+

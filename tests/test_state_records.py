@@ -10,6 +10,7 @@ import orjson
 
 from streams.core.dedup import SEGMENT_IDS, RecentEventIds, source_ref
 from streams.core.state import (
+    NO_STAMP,
     RECORD_LIMIT,
     AccountProfile,
     AccountRecord,
@@ -123,3 +124,8 @@ def test_records_of_the_previous_format_are_read():
     assert AccountState.decode(orjson.dumps(v2)) == state
     v3 = [3, *v4[1:7], campaigns, *v4[8:]]
     assert AccountState.decode(orjson.dumps(v3)) == state
+    # a record before board stamps ends at the epoch: Redis may lack it (NO_STAMP)
+    state.board_stamp = (7, 41)
+    v4 = orjson.loads(state.encode())
+    assert v4[-1] == [7, 41] and AccountState.decode(state.encode()) == state
+    assert AccountState.decode(orjson.dumps(v4[:-1])).board_stamp == NO_STAMP

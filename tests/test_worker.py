@@ -190,7 +190,7 @@ def test_state_records_name_their_partition_and_the_newest_segment_carries_progr
     segments: dict = {}
     writer = ChangelogWriter(FakeProducer().send, "acc-log", "part-log", segments,
                              core.runtimes)
-    records = writer.records(result, NOW, NOW)
+    records = writer.records(result, NOW, NOW, {})
     accounts = [r for r in records if r.topic == "acc-log"]
     assert sorted(r.key for r in accounts) == [b"a", b"b"]
     assert all(r.partition == partition_for(r.key.decode(), 4) for r in accounts)
@@ -210,9 +210,9 @@ def test_expired_dedup_segments_become_tombstones_and_leave_the_table():
     segments: dict = {}
     writer = ChangelogWriter(FakeProducer().send, "acc", "part", segments, core.runtimes)
     log.event("a", event_id="e1")
-    writer.records(core.feed(log), NOW, NOW)
+    writer.records(core.feed(log), NOW, NOW, {})
     log.event("a", event_id="e2")
-    records = writer.records(core.feed(log), NOW + MINUTE, NOW + MINUTE)
+    records = writer.records(core.feed(log), NOW + MINUTE, NOW + MINUTE, {})
     tombstones = [r for r in records if r.topic == "part" and r.value is None]
     assert [r.key for r in tombstones] == [b"0:000000000000"]
     assert list(segments) == ["0:000000000001"]
@@ -304,15 +304,48 @@ class Recorder:
         self.calls.append((why, partitions))
 
 
+class RestoreRecorder:
+    def __init__(self):
+        self.calls: list[set[int]] = []
+
+    def __call__(self, partitions):
+        self.calls.append(partitions)
+
+
 def ownership_of(core: Core, recovered: set[int], assigned: set[int], rewrite=None,
-                 claims=None, heals=None):
+                 claims=None, heals=None, changes=None):
     runtimes: dict = {}
     owner = PartitionOwnership(
         runtimes, core.accounts, {}, core.windows, RecentEventIds, lambda: NOW,
-        lambda p: p in recovered, lambda: assigned, rewrite or Recorder(),
+        lambda p: p in recovered, lambda: assigned, rewrite or RestoreRecorder(),
         (claims if claims is not None else []).append,
-        (heals if heals is not None else []).append, asyncio.Lock())
+        (heals if heals is not None else []).append, asyncio.Lock(),
+        (changes if changes is not None else {}).get)
     return owner, runtimes
+
+
+def test_a_partition_given_back_with_its_tables_unchanged_keeps_its_runtime():
+    log, core = Log(), Core()
+    for name in ("a", "b", "c", "d", "e", "f"):
+        log.event(name, event_id=f"{name}1")
+    core.feed(log)
+    changes = {p: 0 for p in range(4)}
+    rewrite, claims = RestoreRecorder(), []
+    owner, runtimes = ownership_of(core, recovered={0, 1, 2, 3}, assigned={0, 1, 2, 3},
+                                   rewrite=rewrite, claims=claims, changes=changes)
+    run(owner.on_recovery())
+    before = dict(runtimes)
+    # a rebalance revokes everything; partition 1's changelog was read meanwhile
+    run(owner.forget(None, [TP("events.view", p) for p in range(4)]
+                      + [TP("acct-changelog", 0)]))
+    assert runtimes == {} and set(owner.parked) == {0, 1, 2, 3}
+    changes[1] += 1
+    owner.assigned = lambda: {0, 1, 2}  # partition 3 went to another worker
+    run(owner.on_recovery())
+    assert runtimes[0] is before[0] and runtimes[2] is before[2], "kept, not rebuilt"
+    assert runtimes[1] is not before[1], "its tables changed: rebuilt from them"
+    assert 3 not in runtimes and owner.parked == {}, "a partition gone is not kept"
+    assert claims[-1] == {0, 1, 2} and rewrite.calls[-1] == {0, 1, 2}
 
 
 def test_records_are_applied_only_for_partitions_whose_tables_are_read():
@@ -336,7 +369,7 @@ def test_a_restored_partition_is_claimed_and_rewritten_if_it_has_state():
     core.feed(log)
     pa = partition_for("a", 4)
     other = next(p for p in range(4) if p != pa)
-    rewrite, claims, heals = Recorder(), [], []
+    rewrite, claims, heals = RestoreRecorder(), [], []
     owner, runtimes = ownership_of(core, recovered={pa, other}, assigned={pa, other},
                                    rewrite=rewrite, claims=claims, heals=heals)
 
@@ -348,7 +381,7 @@ def test_a_restored_partition_is_claimed_and_rewritten_if_it_has_state():
     assert set(runtimes) == {pa, other}
     assert claims == [{pa, other}], "claimed before the rewrite was queued"
     assert heals == [{pa, other}], "their overtaken accounts written again"
-    assert rewrite.calls == [("partitions recovered from the changelog", {pa, other})]
+    assert rewrite.calls == [{pa, other}]
     rewrite.calls.clear()
     owner.restore({other + 4})  # nothing recovered for it: claimed, but no rewrite
     assert rewrite.calls == [] and claims[-1] == {other + 4}
@@ -446,6 +479,7 @@ class FakeStore:
         self.stamps: dict = {}
         self.fail_reads = False
         self.afters: list = []
+        self.generations: list = []  # the generation each write marks its done marks in
         self.lost: set = set()  # partitions whose stamp Redis lost: the next write says so
 
     async def generation(self):
@@ -458,9 +492,10 @@ class FakeStore:
             self.token = "claimed"
         return self.token
 
-    async def write(self, update, after):
+    async def write(self, update, after, generation=None):
         self.updates.append(update)
         self.afters.append(after)
+        self.generations.append(generation)
         behind, self.lost = [p for p in update.fences if p in self.lost], set()
         return behind
 
@@ -469,6 +504,9 @@ class FakeStore:
 
     async def written(self, partitions):
         return {p: self.stamps[p] for p in partitions if p in self.stamps}
+
+    async def done(self, partitions):
+        return {}
 
 
 class Unfenced:
@@ -488,6 +526,8 @@ def test_the_first_write_adopts_the_generation_in_force_or_claims_one():
     writes = RedisWrites(kept, Unfenced())
     run(writes.write(EMPTY))
     assert writes.generation == "older"
+    assert store.generations == ["claimed"] and kept.generations == ["older"], \
+        "each write's done marks are for the generation it went to"
 
 
 def test_a_lost_generation_marker_is_claimed_again_and_the_layout_rewritten(caplog):
@@ -516,12 +556,15 @@ def test_a_large_update_is_written_in_chunks_with_the_totals_and_counters_last(m
     from streams.worker import redis_watch
 
     views = [AccountView(f"a{i}", 0, True, "media", None, i, {}, {}) for i in range(7)]
-    big = BoardUpdate(views, {"a3"}, {(0, "c"): {"all": [1, 0, 0, 1]}}, {0: (7, 0)}, 5, 6)
+    big = BoardUpdate(views, {"a3"}, {(0, "c"): {"all": [1, 0, 0, 1]}}, {0: (7, 0)}, 5, 6,
+                      {0: (3, 9)}, done={0: 4})
     parts = in_chunks(big, 3)
     assert [[v.account_id for v in p.views] for p in parts] == [
         ["a0", "a1", "a2"], ["a3", "a4", "a5"], ["a6"]]
-    assert [(p.campaigns, p.partitions) for p in parts[:-1]] == [({}, {}), ({}, {})]
+    assert [(p.campaigns, p.partitions, p.done) for p in parts[:-1]] == [({}, {}, {})] * 2
     assert (parts[-1].campaigns, parts[-1].partitions) == (big.campaigns, big.partitions)
+    assert parts[-1].done == {0: 4}, "only the write that completes the update marks it done"
+    assert all(p.fences == {0: (3, 9)} for p in parts)
     assert all((p.profiles, p.clock_ms, p.now_ms) == ({"a3"}, 5, 6) for p in parts)
     assert in_chunks(big, 7) == [big]
 
@@ -540,7 +583,7 @@ def test_a_large_update_is_written_in_chunks_with_the_totals_and_counters_last(m
     store = FakeStore()
     fail_once = [aioredis.TimeoutError("Timeout reading")]
 
-    async def write(update, after):
+    async def write(update, after, generation):
         if update.views[0].account_id == "a3" and fail_once:
             raise fail_once.pop()
         store.updates.append(update)
@@ -583,8 +626,8 @@ class FakeChangelog:
         self.writer = writer
         self.calls = calls
 
-    def records(self, result, clock_ms, now_ms):
-        return self.writer.records(result, clock_ms, now_ms)
+    def records(self, result, clock_ms, now_ms, fences):
+        return self.writer.records(result, clock_ms, now_ms, fences)
 
     def tenure(self, partitions):
         return self.writer.tenure(partitions)

@@ -28,7 +28,6 @@ from streams.core.ingest import (
 )
 from streams.core.ingest import partition_for as default_partition_for
 from streams.core.periods import DAY_MS
-from streams.core.scoring import account_view
 from streams.core.series import (
     ChunkRecord,
     SeriesBook,
@@ -116,6 +115,9 @@ class PartitionRuntime:
     #: least this, also when the consumer group was created anew (its generations
     #: start again)
     epoch_floor: int = 0
+    #: rewrites of its layout from state under way (streams/sink/rewrite.py): until they
+    #: end its updates mark nothing done in Redis, which may lack what they rewrite
+    rewriting: int = 0
 
 
 @dataclass(slots=True)
@@ -162,10 +164,13 @@ def restore_runtime(
     runtime = PartitionRuntime(progress, recent, SeriesBook.restore(
         partition, chunks, accounts, clock_ms))
     runtime.epoch_floor = max([0, *(a.epoch for a in accounts), *(c.epoch for c in chunks)])
+    runtime.schedule.popped_through = clock_ms
     for state in accounts:
         runtime.schedule.add_all(state.due_times(clock_ms), state.account_id)
         if state.campaigns:
-            runtime.campaigns.update(account_view(state, windows, clock_ms))
+            runtime.campaigns.update_sums(state.account_id, {
+                name: counts.window_sums(windows, clock_ms)
+                for name, counts in state.campaigns.items()})
     return runtime
 
 

@@ -10,6 +10,7 @@ its difference, never by a scan of the campaign's accounts
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from streams.core.scoring import AccountView
@@ -27,9 +28,15 @@ class CampaignTotals:
 
     def update(self, view: AccountView) -> set[str]:
         """Apply an account's current campaign sums; returns the campaigns that changed."""
+        return self.update_sums(view.account_id, view.campaigns)
+
+    def update_sums(self, account_id: str,
+                    campaigns: Mapping[str, Mapping[str, list[int]]]) -> set[str]:
+        """`update` from an account's campaign sums alone (a restore, which scores
+        nothing: streams/core/aggregate.py's `restore_runtime`)."""
         changed = set()
-        for campaign, windows in view.campaigns.items():
-            key = (view.account_id, campaign)
+        for campaign, windows in campaigns.items():
+            key = (account_id, campaign)
             new = {w: [s[VIEWS], s[LIKES], s[UPLOADS], 1 if s[EVENTS] > 0 else 0]
                    for w, s in windows.items()}
             old = self._contributions.get(key, {})

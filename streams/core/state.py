@@ -24,6 +24,7 @@ import sys
 from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -33,7 +34,8 @@ from streams.core.windows import LIKES, RECORD, UPLOADS, VIEWS, WindowedCounts
 
 UNKNOWN_CATEGORY = "unknown"
 #: the format of account-state changelog records (2: never in parts; 3: no campaign
-#: activity, streams/core/series.py)
+#: activity, streams/core/series.py; 4 may end with the board stamp, which readers of
+#: records without it take as NO_STAMP)
 STATE_VERSION = 4
 READABLE_VERSIONS = (2, 3, 4)
 #: the first element of a part record (an account record begins with its version)
@@ -46,6 +48,10 @@ PART_BUDGET = RECORD_LIMIT - 1_000
 #: counts holding more ints than this are pruned before they are written: only a batch
 #: far ahead of the clock opens so many buckets (an event-clock cold start)
 PRUNE_BEYOND = 200 * RECORD
+
+
+#: the board stamp of a state no stamped board update carried (yet): Redis may lack it
+NO_STAMP: tuple[int, int] = (-1, -1)
 
 
 class StateFormatError(ValueError):
@@ -89,6 +95,10 @@ class AccountState:
     #: campaign -> its active minutes and hours, `[newest minute, bits, newest hour,
     #: bits]` (streams/core/series.py: the series' distinct accounts)
     activity: dict[str, list[int]] = field(default_factory=dict)
+    #: the owner stamp (epoch, write sequence) of the board update that carries this
+    #: state to Redis: a restore need not rewrite it where Redis marks that update done
+    #: (streams/sink/rewrite.py)
+    board_stamp: tuple[int, int] = NO_STAMP
 
     @property
     def listed(self) -> bool:
@@ -191,6 +201,7 @@ class AccountState:
             self.split_writes,
             parts,
             self.epoch,
+            self.board_stamp,
         ])
 
     @classmethod
@@ -249,14 +260,21 @@ def decode_record(data: bytes) -> AccountRecord | StatePart:
     if record[0] == 2:
         record += [0, 0]
     (_v, account_id, partition, profile, seen, follows, counts, campaigns,
-     applied, split_writes, parts, *epoch) = record
+     applied, split_writes, parts, *optional) = record
     if profile:  # categories repeat across accounts: keep one copy of each
         profile = AccountProfile(profile[0], sys.intern(profile[1]), profile[2])
     state = AccountState(account_id, partition, profile, seen, follows,
                          WindowedCounts.from_list(counts), {}, array("q", applied),
-                         split_writes, epoch=epoch[0] if epoch else 0)
+                         split_writes, epoch=optional[0] if optional else 0,
+                         board_stamp=_stamp(*optional[1]) if len(optional) > 1 else NO_STAMP)
     _add_campaigns(state, campaigns, record[0])
     return AccountRecord(state, parts)
+
+
+@lru_cache(maxsize=4096)
+def _stamp(epoch: int, seq: int) -> tuple[int, int]:
+    """One tuple per stamp: a batch's accounts share it, in memory as when written."""
+    return epoch, seq
 
 
 def epoch_of(record: AccountRecord | StatePart) -> int:

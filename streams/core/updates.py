@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from streams.core.aggregate import PartitionRuntime
 from streams.core.scoring import AccountView, ScoringConfig, account_view
 from streams.core.series import Cell
-from streams.core.state import AccountState
+from streams.core.state import NO_STAMP, AccountState
 from streams.core.windows import Windows
 
 #: window -> [views, likes, uploads, accounts] of one campaign in one partition
@@ -21,6 +21,9 @@ CampaignSums = dict[str, list[int]]
 Fences = dict[int, tuple[int, int]]
 #: the fences of an update for these partitions, stamped when it is built
 Stamp = Callable[[Iterable[int]], Fences]
+#: a partition's done mark in Redis: the owner stamp (epoch, seq) of the newest update
+#: Redis holds whole, and the clock its decays are written through
+DoneMark = tuple[int, int, int]
 
 
 def unstamped(partitions: Iterable[int]) -> Fences:
@@ -45,6 +48,10 @@ class BoardUpdate:
     fences: Fences = field(default_factory=dict)
     #: partition -> its campaign-series cells to write (streams/core/series.py)
     series: dict[int, list[Cell]] = field(default_factory=dict)
+    #: partition -> the clock its decays are popped through, for the partitions whose
+    #: Redis is to mark this update done (not those being rewritten); `in_chunks` keeps
+    #: it on the last chunk, whose write completes the update (streams/sink/rewrite.py)
+    done: dict[int, int] = field(default_factory=dict)
 
 
 class BoardUpdates:
@@ -75,8 +82,11 @@ class BoardUpdates:
         cells = {p: c for p, c in (series or {}).items() if c}
         written = ({v.partition for v in views} | counters.keys() | {p for p, _ in campaigns}
                    | cells.keys())
+        runtimes = self.runtimes
+        done = {p: runtimes[p].schedule.popped_through for p in written
+                if not runtimes[p].rewriting}
         return BoardUpdate(views, profiles, campaigns, counters, clock, now_ms,
-                           self.stamp(sorted(written)), cells)
+                           self.stamp(sorted(written)), cells, done)
 
     def totals(self, clock: int, now_ms: int) -> BoardUpdate:
         """Every owned partition's campaign totals, counters and series, whole."""
@@ -99,7 +109,8 @@ def in_chunks(update: BoardUpdate, accounts: int,
               campaigns: int = CHUNK_CAMPAIGNS, cells: int = CHUNK_CELLS) -> list[BoardUpdate]:
     """The update as updates of at most `accounts` accounts, `campaigns` campaign
     entries and `cells` series cells each, the campaign totals and counters in the last
-    one (the writer writes `meta` last: it says "done"). Bounds the longest single Redis
+    one (the writer writes `meta` last: it says "done"), and so are the `done` marks.
+    Bounds the longest single Redis
     call, so a socket timeout never fires on a legitimate write. An account in more
     campaigns goes in several, each with a share of them: its own fields and boards,
     absolute values, are written with each (tests/test_worker.py)."""
@@ -107,7 +118,7 @@ def in_chunks(update: BoardUpdate, accounts: int,
     if sum(map(len, update.series.values())) > cells:
         pieces = _cell_pieces(update.series, cells)
         first = in_chunks(replace(update, series=pieces[-1]), accounts, campaigns, cells)
-        return [replace(update, views=[], campaigns={}, partitions={}, series=piece)
+        return [replace(update, views=[], campaigns={}, partitions={}, series=piece, done={})
                 for piece in pieces[:-1]] + first
     if len(views) <= accounts and sum(len(v.campaigns) for v in views) <= campaigns:
         return [update]
@@ -120,10 +131,10 @@ def in_chunks(update: BoardUpdate, accounts: int,
             entries = 0
         chunks[-1].append(piece)
         entries += len(piece.campaigns)
-    parts = [replace(update, views=chunk, campaigns={}, partitions={}, series={})
+    parts = [replace(update, views=chunk, campaigns={}, partitions={}, series={}, done={})
              for chunk in chunks]
     parts[-1] = replace(parts[-1], campaigns=update.campaigns, partitions=update.partitions,
-                        series=update.series)
+                        series=update.series, done=update.done)
     return parts
 
 
@@ -149,3 +160,20 @@ def _shares(view: AccountView, campaigns: int) -> list[AccountView]:
     names = list(view.campaigns)
     return [replace(view, campaigns={c: view.campaigns[c] for c in names[i:i + campaigns]})
             for i in range(0, len(names), campaigns)]
+
+
+def redis_may_lack(state: AccountState, mark: DoneMark | None, clock: int,
+                   epoch: int) -> bool:
+    """Might Redis lack this account's layout as its state scores at `clock`, by the done
+    mark of its partition? Yes without a mark or a stamp; when the update that carried
+    the state is newer than the mark; when the mark is of an epoch newer than `epoch`,
+    this owner's (the group was created anew: its generations start again, so only the
+    mark's own epoch compares), and the stamp of another; and when a bucket of the account
+    left a window between the mark's decay clock and `clock` (tests/test_rewrite.py)."""
+    stamp = state.board_stamp
+    if mark is None or stamp == NO_STAMP:
+        return True
+    mark_epoch, mark_seq, decayed = mark
+    if stamp > (mark_epoch, mark_seq) or (mark_epoch > epoch and stamp[0] != mark_epoch):
+        return True
+    return any(due <= clock for due in state.due_times(decayed))

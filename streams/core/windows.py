@@ -283,6 +283,9 @@ class DecaySchedule:
 
     _due: dict[int, set[str]] = field(default_factory=dict)
     _times: list[int] = field(default_factory=list)
+    #: every account due at or before this clock has been popped (or was restored with
+    #: its buckets after it); -1 before the first pop
+    popped_through: int = -1
 
     def __len__(self) -> int:
         return len(self._times)
@@ -304,4 +307,5 @@ class DecaySchedule:
         times = self._times
         while times and times[0] <= clock_ms:
             found |= self._due.pop(heapq.heappop(times))
+        self.popped_through = max(self.popped_through, clock_ms)
         return found

@@ -65,7 +65,8 @@ class AccountStateCodec(codecs.Codec):
         return decode_record(s)
 
 
-def release(store: Any, kept: set[TP], partition_of: Callable[[Any], int]) -> int:
+def release(store: Any, kept: set[TP], partition_of: Callable[[Any], int],
+            changed: Counter[int]) -> int:
     """Drop a table's values of the partitions it no longer holds, when recovery ends.
 
     faust's in-memory store drops only the keys it read from the changelog; the values
@@ -73,9 +74,11 @@ def release(store: Any, kept: set[TP], partition_of: Callable[[Any], int]) -> in
     (tests/test_app.py::test_the_tables_free_the_partitions_they_no_longer_hold)."""
     partitions = {tp.partition for tp in kept}
     data = store.data
-    gone = [key for key, value in data.items() if partition_of(value) not in partitions]
-    for key in gone:
+    gone = [(key, p) for key, value in data.items()
+            if (p := partition_of(value)) not in partitions]
+    for key, p in gone:
         del data[key]
+        changed[p] += 1
     if gone:
         log.info("%d values of partitions moved away freed", len(gone))
     return len(gone)
@@ -105,15 +108,19 @@ class AccountTable(faust.Table):
         self.overtaken = Overtaken()
         #: changelog records read per partition since the last recovery ended
         self.read: Counter[int] = Counter()
+        #: records applied and values freed per partition, ever: a runtime kept through
+        #: a rebalance still matches the table while this stays (ownership.py)
+        self.changed: Counter[int] = Counter()
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         self.data.apply_changelog_batch(self._accounts(batch), to_key=self._to_key,
                                         to_value=self._whole)
 
     def _accounts(self, batch: Iterable[Any]) -> Iterator[Any]:
-        read = self.read
+        read, changed = self.read, self.changed
         for event in batch:
             read[event.message.partition] += 1
+            changed[event.message.partition] += 1
             value = event.value
             account_id = value.account_id if isinstance(value, StatePart) else (
                 value.state.account_id if isinstance(value, AccountRecord) else None)
@@ -131,7 +138,8 @@ class AccountTable(faust.Table):
         return self.ahead.account(value) if isinstance(value, AccountRecord) else value
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
-        release(self.data, active_tps | standby_tps, lambda state: state.partition)
+        release(self.data, active_tps | standby_tps, lambda state: state.partition,
+                self.changed)
         report_read(self.name, self.read, active_tps)
         await super().on_recovery_completed(active_tps, standby_tps)
 
@@ -154,15 +162,19 @@ class PartitionTable(faust.Table):
         self.overtaken = Overtaken()
         #: changelog records read per partition since the last recovery ended
         self.read: Counter[int] = Counter()
+        #: records applied and values freed per partition, ever: a runtime kept through
+        #: a rebalance still matches the table while this stays (ownership.py)
+        self.changed: Counter[int] = Counter()
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
         self.data.apply_changelog_batch(self._current(batch), to_key=self._to_key,
                                         to_value=self._to_value)
 
     def _current(self, batch: Iterable[Any]) -> Iterator[Any]:
-        read = self.read
+        read, changed = self.read, self.changed
         for event in batch:
             read[event.message.partition] += 1
+            changed[event.message.partition] += 1
             if isinstance(event.value, ChunkRecord):
                 current = self.data.get(event.key)
                 if not self.overtaken.admits(
@@ -173,7 +185,7 @@ class PartitionTable(faust.Table):
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         release(self.data, active_tps | standby_tps,
-                lambda v: v.partition if isinstance(v, ChunkRecord) else v[0])
+                lambda v: v.partition if isinstance(v, ChunkRecord) else v[0], self.changed)
         report_read(self.name, self.read, active_tps)
         await super().on_recovery_completed(active_tps, standby_tps)
 

@@ -104,14 +104,44 @@ class BoardChanges:
 def apply_changes_payload(parts: Mapping[int, BoardChanges],
                           fences: Mapping[int, tuple[int, int]],
                           after: Mapping[int, tuple[int, int]] | None = None,
-                          campaigns: Mapping[str, list[str]] | None = None) -> bytes:
+                          campaigns: Mapping[str, list[str]] | None = None,
+                          done: Mapping[str, list[int]] | None = None,
+                          generation: str | None = None) -> bytes:
     """The argument of lua/apply_changes.lua: each partition's changes, its owner stamp,
-    the stamp its writer last had acknowledged, and the boards of each campaign touched
-    (registered or unregistered after the changes, by whether any has a member)."""
+    the stamp its writer last had acknowledged, the boards of each campaign touched
+    (registered or unregistered after the changes, by whether any has a member), and the
+    update's done marks (`done_marks`) with the data generation they are for."""
     return orjson.dumps({"fence": {str(p): list(f) for p, f in fences.items()},
                          "after": {str(p): list(f) for p, f in (after or {}).items()},
                          "parts": {str(p): c.payload() for p, c in parts.items()},
-                         "campaigns": campaigns or {}})
+                         "campaigns": campaigns or {}, "done": done or {},
+                         "generation": generation})
+
+
+def done_marks(update: BoardUpdate) -> dict[str, list[int]]:
+    """lua/fence.lua's `mark_done` argument: [epoch, seq, decayed] of each partition the
+    update marks done (its last chunk's; stamped partitions only)."""
+    fences = update.fences
+    return {str(p): [*fences[p], decayed] for p, decayed in update.done.items()
+            if p in fences}
+
+
+#: the fields of a partition's done mark in an owners (or a shard's stamps) hash
+DONE_FIELDS = ("done_epoch", "done_seq", "decayed")
+
+
+def marks_of(values: Sequence[Any], partitions: Iterable[int]
+             ) -> dict[int, tuple[int, int, int]]:
+    """The (epoch, seq, decayed) done marks of HMGET's answer for DONE_FIELDS of each
+    partition (absent where Redis has none)."""
+    marks = {}
+    n = len(DONE_FIELDS)
+    for i, p in enumerate(partitions):
+        found = values[n * i:n * i + n]
+        if all(v is not None for v in found):
+            epoch, seq, decayed = (int(v) for v in found)
+            marks[p] = (epoch, seq, decayed)
+    return marks
 
 
 class LayoutWriter:
@@ -280,10 +310,12 @@ class RedisBoardWriter(LayoutWriter):
         self._apply_changes = client.register_script(fenced_script("apply_changes"))
 
     async def write(self, update: BoardUpdate,
-                    after: Mapping[int, tuple[int, int]] | None = None) -> list[int]:
+                    after: Mapping[int, tuple[int, int]] | None = None,
+                    generation: str | None = None) -> list[int]:
         """One update: accounts, then campaign totals, then `meta` (last: it says "done").
         `after` is the stamp per partition this writer last had acknowledged; returns the
-        partitions whose stamp in Redis was older (Redis lost writes since)."""
+        partitions whose stamp in Redis was older (Redis lost writes since). The update's
+        done marks are taken only while the marker holds `generation`, the writer's."""
         parts = await self.changes(update.views, update.profiles)
         self.add_series(parts, update.series)
         pipe = self.client.pipeline(transaction=False)
@@ -294,8 +326,9 @@ class RedisBoardWriter(LayoutWriter):
                      for c in sorted({c for v in update.views for c in v.campaigns})}
         if parts or fences:
             await self._apply_changes(
-                keys=[self.keys.owners, self.keys.campaigns],
-                args=[apply_changes_payload(parts, fences, after, campaigns)], client=pipe)
+                keys=[self.keys.owners, self.keys.campaigns, self.keys.generation],
+                args=[apply_changes_payload(parts, fences, after, campaigns,
+                                            done_marks(update), generation)], client=pipe)
         self.index_sets(pipe, update, self.notice(update, parts), register_campaigns=False)
         for (partition, campaign), totals in update.campaigns.items():
             keys = [self.keys.campaign_parts(campaign), self.keys.campaign(campaign),
@@ -329,6 +362,12 @@ class RedisBoardWriter(LayoutWriter):
         """The owner stamp Redis holds for each partition (absent: none)."""
         fields = [f"{p}.{name}" for p in partitions for name in ("epoch", "seq")]
         return stamps_of(await self.client.hmget(self.keys.owners, fields), partitions)
+
+    async def done(self, partitions: list[int]) -> dict[int, tuple[int, int, int]]:
+        """The done mark Redis holds for each partition (absent: none): the stamp of the
+        newest update it holds whole, and the clock its decays are written through."""
+        fields = [f"{p}.{name}" for p in partitions for name in DONE_FIELDS]
+        return marks_of(await self.client.hmget(self.keys.owners, fields), partitions)
 
 
 def stamps_of(values: Sequence[Any], partitions: Iterable[int]) -> dict[int, tuple[int, int]]:

@@ -51,8 +51,8 @@ class Fence(Protocol):
 class Changelog(Protocol):
     """ChangelogWriter: encodes state records, and sends records until acked."""
 
-    def records(self, result: BatchResult, clock_ms: int,
-                now_ms: int) -> list[OutboundRecord]: ...
+    def records(self, result: BatchResult, clock_ms: int, now_ms: int,
+                fences: Mapping[int, tuple[int, int]]) -> list[OutboundRecord]: ...
 
     def tenure(self, partitions: Iterable[int]) -> dict[int, object]: ...
 
@@ -89,9 +89,10 @@ class BatchStep:
         2. aggregate the records (pure, in memory): counts, dead letters, re-keyed
            copies, each changed account once;
         3. take the accounts whose buckets left a window by the clock (decay);
-        4. encode the changed state as changelog records, noting the partitions' owners
-           (their acked records then count as read: streams/kafka/written.py);
-        5. score the changed and decayed accounts into one board update;
+        4. score the changed and decayed accounts into one board update, stamped;
+        5. encode the changed state as changelog records, each with the stamp of the
+           update that carries it to Redis, noting the partitions' owners (their acked
+           records then count as read: streams/kafka/written.py);
         6. count the batch in the metrics;
         7. queue the writes after every write before them: Redis alongside the dead
            letters, re-keyed copies and changelog (`_write`).
@@ -102,11 +103,11 @@ class BatchStep:
             clock = self.clock()
             now_ms = int(time.time() * 1000)
             decayed = self.decay.due(clock)
-            changelog = self.changelog.records(result, clock, now_ms)
             states = {**decayed, **result.accounts}
             partitions = result.partitions | {s.partition for s in decayed.values()}
             update = self.updates.of(states.values(), result.profiles, partitions, clock,
                                      now_ms, {p: c.cells for p, c in result.series.items()})
+            changelog = self.changelog.records(result, clock, now_ms, update.fences)
             self.reporter.count(batch, result.counted, result.dead_lettered)
             sampled = [r.timestamp for records in batch.values()
                        for r in records[::SAMPLE_EVERY]]

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from streams.core.aggregate import BatchResult, Outbound, PartitionRuntime
 from streams.core.dedup import DedupCut
 from streams.core.series import ChunkRecord, chunk_key, encode_chunk
-from streams.core.state import AccountState, encode_segment, segment_key
+from streams.core.state import NO_STAMP, AccountState, encode_segment, segment_key
 from streams.worker.retry import PRODUCER_LOST, RetryWatcher, retrying, unwrapped
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,12 @@ class ChangelogWriter:
         self.segments = segments
         self.runtimes = runtimes
 
-    def records(self, result: BatchResult, clock_ms: int,
-                now_ms: int) -> list[OutboundRecord]:
-        """The state records of a batch; also applies segment changes to the table."""
+    def records(self, result: BatchResult, clock_ms: int, now_ms: int,
+                fences: Mapping[int, tuple[int, int]]) -> list[OutboundRecord]:
+        """The state records of a batch, each account with the stamp of the board update
+        that carries it (`fences`); also applies segment changes to the table."""
+        for state in result.accounts.values():
+            state.board_stamp = fences.get(state.partition, NO_STAMP)
         records = self.account_records(result.accounts.values(), clock_ms)
         for partition, changes in result.series.items():
             epoch = self.epoch(partition)

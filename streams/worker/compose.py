@@ -112,7 +112,8 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
     def claim(partitions: set[int]) -> asyncio.Future[None]:
         return order.then(redis_writes.claim(fence.stamp(sorted(partitions))))
 
-    rewriter = LayoutRewriter(accounts, runtimes, updates, clock, submit, lock, REWRITE_CHUNK)
+    rewriter = LayoutRewriter(accounts, runtimes, updates, clock, submit, lock, REWRITE_CHUNK,
+                              redis_writes.done_marks, fence.generation)
     changelog_topics = [table.changelog_topic.get_topic_name()
                         for table in (wiring.accounts, wiring.partitions)]
 
@@ -156,7 +157,8 @@ def compose_worker(wiring: Wiring, settings: Settings, redis: aioredis.Redis) ->
         runtimes, accounts, segments, windows,
         lambda: RecentEventIds(settings.dedup_min_events,
                                int(settings.dedup_min_seconds * 1000), settings.dedup_max_ids),
-        clock, recovered, assigned, rewriter.rewrite, claim, heal, lock)
+        clock, recovered, assigned, rewriter.restored, claim, heal, lock,
+        lambda p: (wiring.accounts.changed[p], wiring.partitions.changed[p]))
     decay = DecayTimer(runtimes, accounts, updates, clock, submit, lock, metrics)
     reporter = MetricsReporter(
         metrics, lambda batch: left_to_read(app.consumer, batch),

@@ -6,11 +6,13 @@ Responsible for:
   runtime is restored, or its tables are read to the end so that it can be
   (streams/kafka/recovered.py; tests/test_recovered.py);
 * restoring the runtimes of newly owned partitions from the recovered tables, at the
-  recovery signal or at their first batch, and then rewriting their layout in Redis;
+  recovery signal or at their first batch, and then rewriting in Redis what their
+  layout may lack there;
 * writing again, after a restore, the accounts whose newest changelog record is behind
   their state (a stalled previous owner's late send: `AccountTable.overtaken`), before
   compaction keeps that record alone (tests/integration/test_fencing.py);
-* forgetting revoked partitions.
+* forgetting revoked partitions, parking their runtimes for a rebalance that gives them
+  back with their tables unchanged.
 
 The previous owner (or this worker, before a crash) may have written the changelog of
 its last batches but not their Redis writes: a replay of those batches changes no state,
@@ -41,10 +43,6 @@ class Partitioned(Protocol):
     def partition(self) -> int: ...
 
 
-class Rewrite(Protocol):
-    async def __call__(self, why: str, partitions: set[int] | None = None) -> object: ...
-
-
 class PartitionOwnership:
     """The owned partitions' runtimes, restored from the tables once they are read."""
 
@@ -54,9 +52,12 @@ class PartitionOwnership:
                                    | ChunkRecord],
                  windows: Windows, recent: Callable[[], RecentEventIds],
                  clock: Callable[[], int], recovered: Callable[[int], bool],
-                 assigned: Callable[[], set[int]], rewrite: Rewrite,
+                 assigned: Callable[[], set[int]],
+                 restore_layout: Callable[[set[int]], object],
                  claim: Callable[[set[int]], object], heal: Callable[[set[int]], object],
-                 lock: asyncio.Lock) -> None:
+                 lock: asyncio.Lock,
+                 table_changes: Callable[[int], object] = lambda partition: object()
+                 ) -> None:
         self.runtimes = runtimes
         self.accounts = accounts
         self.segments = segments
@@ -65,11 +66,17 @@ class PartitionOwnership:
         self.clock = clock
         self.recovered = recovered
         self.assigned = assigned
-        self.rewrite = rewrite
+        self.restore_layout = restore_layout
         self.claim = claim
         self.heal = heal
         self.lock = lock
-        self._rewrites: set[asyncio.Future[object]] = set()
+        #: the tables' changes of a partition so far (by default a new object each
+        #: time: no parked runtime is ever taken back)
+        self.table_changes = table_changes
+        #: partition -> a revoked runtime and its tables' changes then: it is taken back
+        #: if the partition comes back with its tables unchanged (a rebalance that kept
+        #: it), not rebuilt from every account again
+        self.parked: dict[int, tuple[PartitionRuntime, object]] = {}
 
     def ready(self, tp: Partitioned) -> bool:
         """May records of this source partition be applied?"""
@@ -81,13 +88,18 @@ class PartitionOwnership:
         sends this signal for an assignment a newer one has replaced: only partitions
         whose tables are read to the end are restored.)"""
         async with self.lock:
-            found = {p for p in self.assigned() - self.runtimes.keys() if self.recovered(p)}
+            assigned = self.assigned()
+            for p in self.parked.keys() - assigned:
+                del self.parked[p]
+            found = {p for p in assigned - self.runtimes.keys() if self.recovered(p)}
             if found:
                 self.restore(found)
 
     async def forget(self, app: Any, revoked: Iterable[Partitioned], **_: Any) -> None:
         for tp in revoked:
-            self.runtimes.pop(tp.partition, None)
+            runtime = self.runtimes.pop(tp.partition, None)
+            if runtime is not None:
+                self.parked[tp.partition] = (runtime, self.table_changes(tp.partition))
 
     def admit(self, batch: Mapping[Any, Sequence[Any]]) -> Mapping[Any, Sequence[Any]]:
         """The batch's records of owned partitions, restoring those it reaches first.
@@ -109,15 +121,26 @@ class PartitionOwnership:
 
     def restore(self, partitions: set[int]) -> None:
         """Claim newly owned partitions, rebuild their runtimes from the recovered
-        tables (a stalled previous owner's late writes are refused from here on), heal
-        their overtaken accounts' records, and rewrite their layout in Redis."""
+        tables or take back those parked at the revocation whose tables have not changed
+        since (a stalled previous owner's late writes are refused from here on), heal
+        their overtaken accounts' records, and rewrite in Redis what it may lack of
+        their layout (`LayoutRewriter.restored`)."""
         if not partitions:
             return
         self.claim(partitions)
+        kept = {p for p in partitions if p in self.parked
+                and self.parked[p][1] == self.table_changes(p)}
+        for p in kept:
+            self.runtimes[p] = self.parked[p][0]
+            log.info("partition %d: kept through the rebalance, %d events counted so far",
+                     p, self.runtimes[p].progress.events)
+        for p in partitions:
+            self.parked.pop(p, None)
+        rebuilt = partitions - kept
         segments: dict[int, list[tuple[Segment, PartitionProgress | None]]] = {
-            p: [] for p in partitions}
-        chunks: dict[int, list[ChunkRecord]] = {p: [] for p in partitions}
-        for value in self.segments.values():
+            p: [] for p in rebuilt}
+        chunks: dict[int, list[ChunkRecord]] = {p: [] for p in rebuilt}
+        for value in self.segments.values() if rebuilt else ():
             if isinstance(value, ChunkRecord):
                 if value.partition in chunks:
                     chunks[value.partition].append(value)
@@ -125,20 +148,17 @@ class PartitionOwnership:
             partition, segment, progress = value
             if partition in segments:
                 segments[partition].append((segment, progress))
-        accounts: dict[int, list[AccountState]] = {p: [] for p in partitions}
-        for state in self.accounts.values():
+        accounts: dict[int, list[AccountState]] = {p: [] for p in rebuilt}
+        for state in self.accounts.values() if rebuilt else ():
             if state.partition in accounts:
                 accounts[state.partition].append(state)
         clock = self.clock()
-        for p in partitions:
+        for p in rebuilt:
             self.runtimes[p] = restore_runtime(p, self.recent(), segments[p], accounts[p],
                                                self.windows, clock, chunks[p])
             log.info("partition %d: %d accounts, %d events counted so far",
                      p, len(accounts[p]), self.runtimes[p].progress.events)
         self.heal(partitions)
-        if any(accounts[p] or self.runtimes[p].progress.events or self.runtimes[p].progress.dlq
-               for p in partitions):
-            task = asyncio.ensure_future(self.rewrite(
-                "partitions recovered from the changelog", partitions))
-            self._rewrites.add(task)
-            task.add_done_callback(self._rewrites.discard)
+        if kept or any(accounts[p] or self.runtimes[p].progress.events
+                       or self.runtimes[p].progress.dlq for p in rebuilt):
+            self.restore_layout(partitions)

@@ -4,7 +4,8 @@ Responsible for:
 
 * `RedisWrites`: writing a board update, retried while Redis is away, after adopting
   the data generation marker before the worker's first write; claiming newly owned
-  partitions (streams/worker/fence.py);
+  partitions (streams/worker/fence.py); reading their done marks (a restore's
+  rewrite: streams/sink/rewrite.py);
 * `RedisWatch`: noticing, once a second, that the marker is gone or replaced (FLUSHALL,
   a restart without persistence), and then rewriting the layout of every owned
   partition from state (tests/integration/test_redis_loss.py); and that Redis is behind
@@ -23,7 +24,7 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
-from streams.core.updates import BoardUpdate, Fences, in_chunks
+from streams.core.updates import BoardUpdate, DoneMark, Fences, in_chunks
 from streams.worker.retry import RetryWatcher, retrying
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,14 @@ class GenerationStore(Protocol):
 
     async def claim_generation(self) -> str: ...
 
-    async def write(self, update: BoardUpdate, after: Fences) -> list[int]: ...
+    async def write(self, update: BoardUpdate, after: Fences,
+                    generation: str | None) -> list[int]: ...
 
     async def claim(self, fences: Fences) -> None: ...
 
     async def written(self, partitions: list[int]) -> Fences: ...
+
+    async def done(self, partitions: list[int]) -> dict[int, DoneMark]: ...
 
 
 class Fence(Protocol):
@@ -86,7 +90,8 @@ class RedisWrites:
             await self.adopt_generation()
         after = {p: self.acked[p] for p in update.fences if p in self.acked}
         for part in in_chunks(update, WRITE_CHUNK):
-            behind = await retrying("writing Redis", partial(self.store.write, part, after),
+            behind = await retrying("writing Redis",
+                                    partial(self.store.write, part, after, self.generation),
                                     watcher=self.watcher)
             self.found_behind.update(behind)
         self._acknowledged(update.fences)
@@ -96,6 +101,11 @@ class RedisWrites:
         await retrying("claiming partitions in Redis", partial(self.store.claim, fences),
                        watcher=self.watcher)
         self._acknowledged(fences)
+
+    async def done_marks(self, partitions: list[int]) -> dict[int, DoneMark]:
+        """The done marks Redis holds for these partitions (streams/sink/rewrite.py)."""
+        return await retrying("reading the done marks in Redis",
+                              partial(self.store.done, partitions), watcher=self.watcher)
 
     async def behind(self, owned: list[int]) -> list[int]:
         """The owned partitions whose owner stamp in Redis is older than the newest it

@@ -8,11 +8,12 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import redis.asyncio as aioredis
 
 from streams.core.scoring import AccountView, WindowScore
-from streams.core.updates import BoardUpdate
+from streams.core.updates import BoardUpdate, in_chunks
 from streams.core.windows import Windows
 from streams.sink.keys import RedisKeys
 from streams.sink.writer import RedisBoardWriter
@@ -80,5 +81,34 @@ def test_a_write_after_redis_lost_writes_reports_the_partition_behind(stack):
                                         after={0: (4, 2)})
             assert behind == [0]
             assert await client.hget(keys.owners, "0.seq") == "3"  # still written
+
+    asyncio.run(main())
+
+
+def test_only_an_updates_last_chunk_marks_it_done_in_its_generation_unless_refused(stack):
+    async def main() -> None:
+        async with _writer(stack.redis) as (client, keys, writer):
+            token = await writer.claim_generation()
+            views = [_view("a", 0, 5), _view("b", 1, 7)]
+            first, last = in_chunks(replace(_update(views, {0: (4, 1), 1: (4, 1)}),
+                                            done={0: 1_000, 1: 1_000}), 1)
+            await writer.write(first, generation=token)
+            assert await writer.done([0, 1]) == {}, "the update is not whole yet"
+            await writer.write(last, generation=token)
+            assert await writer.done([0, 1]) == {0: (4, 1, 1_000), 1: (4, 1, 1_000)}
+            await writer.claim({0: (5, 2)})  # another worker took partition 0 over
+            assert await writer.done([0]) == {0: (4, 1, 1_000)}, "a claim keeps the mark"
+            stale = replace(_update(views, {0: (4, 2), 1: (4, 2)}), done={0: 2_000, 1: 2_000})
+            await writer.write(stale, generation=token)
+            assert await writer.done([0, 1, 2]) == {0: (4, 1, 1_000), 1: (4, 2, 2_000)}
+            # the data flushed (its marker gone): a write before the worker noticed marks
+            # nothing, and neither does one for another generation
+            await client.delete(keys.generation, keys.owners)
+            again = replace(_update(views[1:], {1: (4, 3)}), done={1: 3_000})
+            await writer.write(again, generation=token)
+            assert await writer.done([1]) == {}
+            await writer.claim_generation()
+            await writer.write(replace(again, fences={1: (4, 4)}), generation=token)
+            assert await writer.done([1]) == {}
 
     asyncio.run(main())

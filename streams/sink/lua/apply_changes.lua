@@ -1,10 +1,13 @@
--- KEYS[1]: the partition owners hash (fence.lua), KEYS[2]: the campaigns registry set.
+-- KEYS[1]: the partition owners hash (fence.lua), KEYS[2]: the campaigns registry set,
+-- KEYS[3]: the data generation marker (read only for a write with "done" marks).
 -- ARGV[1]:
 --   {"fence": {partition: [epoch, seq]}, "after": {partition: [epoch, seq]},
 --    "parts": {partition: {"rem": {board: [member...]}, "add": {board: [score, member, ...]},
 --                          "del": [[hash, field...]...], "set": [[hash, field, value, ...]...],
 --                          "sets": [[set, [member...], [member...]]...]}},
---    "campaigns": {campaign: [its board in every window...]}}
+--    "campaigns": {campaign: [its board in every window...]},
+--    "done": {partition: [epoch, seq, decayed]}, "generation": the writer's marker}
+-- ("done": fence.lua's mark_done, on an update's last chunk; one Redis only)
 -- A "sets" entry adds its first members to the set and removes its second (an account's
 -- campaigns: each one it has is named, so the set ends as the account's, also when an
 -- account in many campaigns is written in several chunks). Each campaign named is
@@ -33,6 +36,7 @@ for partition, part in pairs(changes.parts) do
     end
   end
 end
+mark_done(KEYS[1], changes.done, refused, KEYS[3], changes.generation)
 for campaign, boards in pairs(changes.campaigns or {}) do
   local standing = false
   for _, board in ipairs(boards) do

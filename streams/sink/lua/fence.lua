@@ -34,3 +34,19 @@ local function check_fences(owners, changes)
   end
   return refused, behind
 end
+-- A write's {"done": {partition: [epoch, seq, decayed]}}, sent with the last chunk of an
+-- update: Redis holds the whole update now, and every decay due by `decayed`. A restore
+-- rewrites only the accounts stamped after it (streams/sink/rewrite.py). Not for the
+-- partitions the owner check refused, nor unless the data generation marker `marker`
+-- holds the writer's `generation`: after a FLUSHALL, a write before the worker noticed
+-- must not vouch for what the flush took (tests/integration/test_fence_scripts.py).
+local function mark_done(hash, done, refused, marker, generation)
+  if done == nil or next(done) == nil then return end
+  if generation == nil or redis.call('GET', marker) ~= generation then return end
+  for partition, mark in pairs(done) do
+    if not refused[partition] then
+      redis.call('HSET', hash, partition .. '.done_epoch', mark[1],
+                 partition .. '.done_seq', mark[2], partition .. '.decayed', mark[3])
+    end
+  end
+end
