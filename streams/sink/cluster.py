@@ -28,15 +28,17 @@ import redis.asyncio as aioredis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import NoScriptError
 
-from streams.core.updates import BoardUpdate
+from streams.core.updates import BoardUpdate, DoneMark, Fences
 from streams.core.windows import Windows
 from streams.sink.keys import RedisKeys, SlotKeys
 from streams.sink.writer import (
+    STAMP_FIELDS,
     BoardChanges,
     LayoutWriter,
     RedisBoardWriter,
     apply_changes_payload,
     fenced_script,
+    fields_of,
     script,
     stamps_of,
 )
@@ -102,8 +104,7 @@ def shard_slots(slots: Mapping[int, Sequence[Node]]) -> list[int]:
     return sorted(first.values())
 
 
-def oldest(found: Iterable[Mapping[int, tuple[int, int]]], partitions: Iterable[int]
-           ) -> dict[int, tuple[int, int]]:
+def oldest(found: Iterable[Fences], partitions: Iterable[int]) -> Fences:
     """Per partition the oldest stamp over the shards; absent where a shard has none."""
     found = list(found)
     stamps = {}
@@ -177,16 +178,16 @@ class ClusterBoardWriter(LayoutWriter):
                 pipe.hset(key, mapping=mapping)
             await pipe.execute()
 
-    async def written(self, partitions: list[int]) -> dict[int, tuple[int, int]]:
+    async def written(self, partitions: list[int]) -> Fences:
         """The oldest stamp over the shards for each partition (absent: a shard has none)."""
-        fields = [f"{p}.{name}" for p in partitions for name in ("epoch", "seq")]
+        fields = fields_of(partitions, STAMP_FIELDS)
         pipe = self.client.pipeline(transaction=False)
         for slot in await self._shards():
             pipe.hmget(self.slot_keys.stamps(slot), fields)
         found = await pipe.execute()
         return oldest((stamps_of(values, partitions) for values in found), partitions)
 
-    async def done(self, partitions: list[int]) -> dict[int, tuple[int, int, int]]:
+    async def done(self, partitions: list[int]) -> dict[int, DoneMark]:
         """None: a restore on a cluster rewrites every account. A shard flushed alone
         loses its data and its stamps, and a write before the worker noticed would mark
         it done again; one Redis checks the generation marker inside the script, which a

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ import redis.asyncio as aioredis
 from streams.core.campaigns import CAMPAIGN_FIELDS
 from streams.core.scoring import AccountView
 from streams.core.series import Cell
-from streams.core.updates import BoardUpdate
+from streams.core.updates import BoardUpdate, DoneMark, Fences
 from streams.core.windows import VIEWS, Windows
 from streams.sink.keys import RedisKeys
 
@@ -126,22 +126,39 @@ def done_marks(update: BoardUpdate) -> dict[str, list[int]]:
             if p in fences}
 
 
-#: the fields of a partition's done mark in an owners (or a shard's stamps) hash
+#: the fields of a partition's owner stamp, and of its done mark, in an owners (or a
+#: shard's stamps) hash
+STAMP_FIELDS = ("epoch", "seq")
 DONE_FIELDS = ("done_epoch", "done_seq", "decayed")
 
 
-def marks_of(values: Sequence[Any], partitions: Iterable[int]
-             ) -> dict[int, tuple[int, int, int]]:
-    """The (epoch, seq, decayed) done marks of HMGET's answer for DONE_FIELDS of each
-    partition (absent where Redis has none)."""
-    marks = {}
-    n = len(DONE_FIELDS)
+def fields_of(partitions: Iterable[int], names: Sequence[str]) -> list[str]:
+    """The HMGET fields `{p}.{name}` of each partition, in order."""
+    return [f"{p}.{name}" for p in partitions for name in names]
+
+
+def _ints_by_partition(values: Sequence[Any], partitions: Iterable[int], width: int
+                       ) -> Iterator[tuple[int, list[int]]]:
+    """Each partition's `width` fields of HMGET's answer for `fields_of`, as integers,
+    where Redis holds all of them."""
     for i, p in enumerate(partitions):
-        found = values[n * i:n * i + n]
+        found = values[width * i:width * i + width]
         if all(v is not None for v in found):
-            epoch, seq, decayed = (int(v) for v in found)
-            marks[p] = (epoch, seq, decayed)
-    return marks
+            yield p, [int(v) for v in found]
+
+
+def stamps_of(values: Sequence[Any], partitions: Iterable[int]) -> Fences:
+    """The (epoch, seq) owner stamps of HMGET's answer for STAMP_FIELDS (absent where
+    Redis has none)."""
+    return {p: (epoch, seq) for p, (epoch, seq)
+            in _ints_by_partition(values, partitions, len(STAMP_FIELDS))}
+
+
+def marks_of(values: Sequence[Any], partitions: Iterable[int]) -> dict[int, DoneMark]:
+    """The (epoch, seq, decayed) done marks of HMGET's answer for DONE_FIELDS (absent
+    where Redis has none)."""
+    return {p: (epoch, seq, decayed) for p, (epoch, seq, decayed)
+            in _ints_by_partition(values, partitions, len(DONE_FIELDS))}
 
 
 class LayoutWriter:
@@ -358,27 +375,16 @@ class RedisBoardWriter(LayoutWriter):
                 f"{p}.{name}": value for p, (epoch, seq) in fences.items()
                 for name, value in (("epoch", epoch), ("seq", seq))})
 
-    async def written(self, partitions: list[int]) -> dict[int, tuple[int, int]]:
+    async def written(self, partitions: list[int]) -> Fences:
         """The owner stamp Redis holds for each partition (absent: none)."""
-        fields = [f"{p}.{name}" for p in partitions for name in ("epoch", "seq")]
+        fields = fields_of(partitions, STAMP_FIELDS)
         return stamps_of(await self.client.hmget(self.keys.owners, fields), partitions)
 
-    async def done(self, partitions: list[int]) -> dict[int, tuple[int, int, int]]:
+    async def done(self, partitions: list[int]) -> dict[int, DoneMark]:
         """The done mark Redis holds for each partition (absent: none): the stamp of the
         newest update it holds whole, and the clock its decays are written through."""
-        fields = [f"{p}.{name}" for p in partitions for name in DONE_FIELDS]
+        fields = fields_of(partitions, DONE_FIELDS)
         return marks_of(await self.client.hmget(self.keys.owners, fields), partitions)
-
-
-def stamps_of(values: Sequence[Any], partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
-    """The (epoch, seq) stamps of HMGET's answer for `{p}.epoch`, `{p}.seq` of each
-    partition (absent where Redis has none)."""
-    stamps = {}
-    for i, p in enumerate(partitions):
-        epoch, seq = values[2 * i], values[2 * i + 1]
-        if epoch is not None and seq is not None:
-            stamps[p] = (int(epoch), int(seq))
-    return stamps
 
 
 def _epoch(fences: Mapping[int, tuple[int, int]], partition: int) -> str | int:
