@@ -120,8 +120,9 @@ class Sampler:
 
 def warm_up(settings: Settings, topics: Topics, accounts: int, client: redis.Redis,
             prefix: str, worker: subprocess.Popen[bytes], logfile: Path) -> int:
-    """Profiles for every account and a few events; waits until the worker counts them.
-    Returns the count the load starts from."""
+    """Profiles for every account and a few events; waits until the worker has applied
+    them all (a million profiles take it minutes: a load started before would measure the
+    warm-up). Returns the count the load starts from."""
     sim = SimulatedPlatform(seed=1, accounts=accounts, start_ms=int(time.time() * 1000))
     # just created: the broker answers "not leader" for a moment, and aiokafka retries
     quiet = logging.getLogger("aiokafka").level
@@ -132,15 +133,23 @@ def warm_up(settings: Settings, topics: Topics, accounts: int, client: redis.Red
                         sim.events(WARM_UP_EVENTS, live=True), WARM_UP_EVENTS,
                         progress=False, kafka_options=kafka_client_options(settings)))
     logging.getLogger("aiokafka").setLevel(quiet)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 120 + accounts / 2_000
     while True:
         meta: dict[str, str] = client.hgetall(f"{prefix}meta")  # type: ignore[assignment]
         counted = int(meta.get("events", 0)) + int(meta.get("dlq", 0))
-        if counted >= WARM_UP_EVENTS:
+        if counted >= WARM_UP_EVENTS and records_applied(client, prefix) >= \
+                accounts + WARM_UP_EVENTS:
             return counted
         if time.monotonic() > deadline or worker.poll() is not None:
             raise SystemExit(f"the worker did not start; see {logfile}")
         time.sleep(0.2)
+
+
+def records_applied(client: redis.Redis, prefix: str) -> int:
+    """Records (profiles, events, bad ones) the deployment's workers have applied, by
+    their last metrics snapshots."""
+    raw: dict[str, str] = client.hgetall(f"{prefix}metrics:workers")  # type: ignore[assignment]
+    return sum(int(orjson.loads(v).get("records", 0)) for v in raw.values())
 
 
 async def events_in_kafka(settings: Settings, topics: Topics) -> int:
